@@ -1,0 +1,200 @@
+"""Settings for every environment; each value comes from the environment (SPEC §10)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from config.env import ConfigError, Env, require_longer
+
+env = Env()
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = env.path("VAR_DIR", BASE_DIR / "var")
+
+DEBUG = env.bool("DJANGO_DEBUG", False)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG and env.bool("DJANGO_PRODUCTION", False):
+        raise ConfigError("DJANGO_SECRET_KEY is required when DJANGO_PRODUCTION is true.")
+    SECRET_KEY = "insecure-development-key-set-DJANGO_SECRET_KEY-in-production"
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_q",
+    "operations",
+    "checkpoints",
+    "training",
+    "backtesting",
+    "agents",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database: SQLite by default, PostgreSQL through DATABASE_URL
+DATABASE_URL = env.str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
+try:
+    _database = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+except Exception as exc:  # dj-database-url raises several types for a bad URL
+    raise ConfigError(f"DATABASE_URL={DATABASE_URL!r} is invalid: {exc}") from None
+if _database.get("ENGINE") not in ("django.db.backends.sqlite3", "django.db.backends.postgresql"):
+    raise ConfigError(f"DATABASE_URL={DATABASE_URL!r} is invalid: use a sqlite:// or postgres:// URL.")
+if _database["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, cluster and control loop share one file: WAL lets readers run beside
+    # the writer, the busy timeout makes a writer wait instead of failing, and
+    # IMMEDIATE transactions take the write lock up front (no upgrade deadlock).
+    _database["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    Path(_database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+else:
+    _database.setdefault("OPTIONS", {})["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
+DATABASES = {"default": _database}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+# --- storage folders
+CHECKPOINT_DIR = env.path("CHECKPOINT_DIR", VAR_DIR / "checkpoints")
+MODELS_DIR = env.path("MODELS_DIR", VAR_DIR / "models")
+DATA_DIR = env.path("DATA_DIR", VAR_DIR / "data")
+WORKER_STATE_DIR = env.path("WORKER_STATE_DIR", VAR_DIR / "worker-state")
+
+# --- liveness and reconciliation (SPEC §5)
+HEARTBEAT_INTERVAL_SECONDS = env.seconds("HEARTBEAT_INTERVAL_SECONDS", 10)
+WORKER_STALE_SECONDS = env.seconds("WORKER_STALE_SECONDS", 30)
+ORPHAN_TIMEOUT_SECONDS = env.seconds("ORPHAN_TIMEOUT_SECONDS", 60)
+ORPHAN_CHECK_INTERVAL_SECONDS = env.seconds("ORPHAN_CHECK_INTERVAL_SECONDS", 15)
+REQUEUE_AFTER_SECONDS = env.seconds("REQUEUE_AFTER_SECONDS", 120)
+SHUTDOWN_TIMEOUT_SECONDS = env.seconds("SHUTDOWN_TIMEOUT_SECONDS", 25)
+require_longer("WORKER_STALE_SECONDS", WORKER_STALE_SECONDS, "HEARTBEAT_INTERVAL_SECONDS", HEARTBEAT_INTERVAL_SECONDS)
+require_longer("ORPHAN_TIMEOUT_SECONDS", ORPHAN_TIMEOUT_SECONDS, "WORKER_STALE_SECONDS", WORKER_STALE_SECONDS)
+require_longer("REQUEUE_AFTER_SECONDS", REQUEUE_AFTER_SECONDS, "ORPHAN_CHECK_INTERVAL_SECONDS", ORPHAN_CHECK_INTERVAL_SECONDS)
+
+# --- checkpoints (SPEC §6)
+TRAINING_CHECKPOINT_EVERY_EPOCHS = env.int("TRAINING_CHECKPOINT_EVERY_EPOCHS", 10)
+BACKTEST_CHECKPOINT_EVERY_BARS = env.int("BACKTEST_CHECKPOINT_EVERY_BARS", 10_000)
+CHECKPOINT_TIME_INTERVAL_SECONDS = env.seconds("CHECKPOINT_TIME_INTERVAL_SECONDS", 300)
+CHECKPOINT_MAX_AGE_DAYS = env.int("CHECKPOINT_MAX_AGE_DAYS", 30, minimum=1)
+CHECKPOINT_CLEANUP_INTERVAL_HOURS = env.seconds("CHECKPOINT_CLEANUP_INTERVAL_HOURS", 24)
+
+# --- workers: django-q2
+Q_BROKER = env.choice("Q_BROKER", "orm", ("orm", "redis"))
+REDIS_URL = env.str("REDIS_URL", "redis://127.0.0.1:6379/0")
+Q_WORKERS = env.int("Q_WORKERS", 2, minimum=1)
+# A task may run for days; django-q2 kills it after `timeout`. The ORM broker
+# redelivers an unacknowledged task after `retry`, which must exceed the
+# timeout or a running task is delivered twice (the claim would make the copy
+# harmless, but it would still hold a worker).
+Q_TASK_TIMEOUT_SECONDS = env.int("Q_TASK_TIMEOUT_SECONDS", 7 * 24 * 3600, minimum=1)
+Q_RETRY_SECONDS = env.int("Q_RETRY_SECONDS", Q_TASK_TIMEOUT_SECONDS + 600, minimum=1)
+require_longer("Q_RETRY_SECONDS", Q_RETRY_SECONDS, "Q_TASK_TIMEOUT_SECONDS", Q_TASK_TIMEOUT_SECONDS)
+Q_MAX_ATTEMPTS = env.int("Q_MAX_ATTEMPTS", 3, minimum=1)
+Q_CLUSTER = {
+    "name": "resilient",
+    "workers": Q_WORKERS,
+    "recycle": 50,
+    "timeout": Q_TASK_TIMEOUT_SECONDS,
+    "retry": Q_RETRY_SECONDS,
+    "max_attempts": Q_MAX_ATTEMPTS,
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": 1000,
+    "poll": 0.5,
+    "label": "Task queue",
+}
+if Q_BROKER == "orm":
+    Q_CLUSTER["orm"] = "default"
+else:
+    Q_CLUSTER["redis"] = REDIS_URL
+
+# --- REST API
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "operations.api.errors.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "operations.api.pagination.Pagination",
+    "PAGE_SIZE": 50,
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Resilient operations API",
+    "DESCRIPTION": "Durable, self-healing and resumable long-running operations.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "OperationStatusEnum": "operations.models.OperationStatus",
+        "WorkerStatusEnum": "operations.models.WorkerStatus",
+        "TerminalStatusEnum": ["COMPLETED", "FAILED", "CANCELLED"],
+        "HealthStatusEnum": ["ok", "unavailable"],
+    },
+    # Serve the docs' assets from this deployment: no CDN needed.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()},
+}

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from operations.exceptions import ServiceError
+from operations.models import Operation, OperationEvent, Worker
+from operations.services.lifecycle import CancelOutcome, operation_cancel
+
+
+def progress_bar(operation: Operation) -> str:
+    percent = max(0.0, min(100.0, operation.progress_percent or 0.0))
+    return format_html(
+        '<div class="op-progress" title="{}">'
+        '<div class="op-progress-bar op-status-{}" style="width: {}%"></div>'
+        '<span class="op-progress-label">{}%</span></div>',
+        operation.progress_message or operation.status,
+        operation.status.lower(),
+        f"{percent:.1f}",
+        f"{percent:.0f}",
+    )
+
+
+class OperationEventInline(admin.TabularInline):
+    model = OperationEvent
+    extra = 0
+    can_delete = False
+    fields = ["at", "from_status", "to_status", "reason", "actor"]
+    readonly_fields = fields
+    ordering = ["-at", "-id"]
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Operation)
+class OperationAdmin(admin.ModelAdmin):
+    list_display = [
+        "operation_id",
+        "operation_type",
+        "status",
+        "progress",
+        "owner",
+        "worker",
+        "created_at",
+        "last_heartbeat_at",
+    ]
+    list_filter = ["status", "operation_type", "is_backend_local", "worker"]
+    search_fields = ["operation_id"]
+    list_select_related = ["owner", "worker"]
+    date_hierarchy = "created_at"
+    ordering = ["-created_at"]
+    actions = ["cancel_operations"]
+    inlines = [OperationEventInline]
+    readonly_fields = [
+        "operation_id",
+        "operation_type",
+        "status",
+        "previous_status",
+        "version",
+        "owner",
+        "worker",
+        "attempt",
+        "is_backend_local",
+        "parent",
+        "progress",
+        "progress_message",
+        "progress_current",
+        "progress_total",
+        "progress_unit",
+        "params",
+        "result",
+        "error_message",
+        "presumed_orphan",
+        "created_at",
+        "queued_at",
+        "started_at",
+        "completed_at",
+        "last_heartbeat_at",
+        "cancel_requested_at",
+        "orphan_clock_from",
+    ]
+    fieldsets = [
+        (None, {"fields": ["operation_id", "operation_type", "status", "progress", "progress_message", "error_message"]}),
+        ("Execution", {"fields": ["owner", "worker", "attempt", "is_backend_local", "parent", "version", "previous_status"]}),
+        ("Progress", {"fields": ["progress_current", "progress_total", "progress_unit"]}),
+        ("Request and result", {"fields": ["params", "result"]}),
+        (
+            "Timeline",
+            {
+                "fields": [
+                    "created_at",
+                    "queued_at",
+                    "started_at",
+                    "last_heartbeat_at",
+                    "cancel_requested_at",
+                    "orphan_clock_from",
+                    "presumed_orphan",
+                    "completed_at",
+                ]
+            },
+        ),
+    ]
+
+    class Media:
+        css = {"all": ["operations/admin.css"]}
+
+    @admin.display(description="Progress", ordering="progress_percent")
+    def progress(self, operation: Operation) -> str:
+        return progress_bar(operation)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # operations are created through the API and the command line
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # state changes only through transitions (actions)
+
+    @admin.action(description="Cancel selected operations")
+    def cancel_operations(self, request: HttpRequest, queryset: QuerySet[Operation]) -> None:
+        counts = {outcome: 0 for outcome in CancelOutcome}
+        refused = []
+        for operation_id in queryset.values_list("pk", flat=True):
+            try:
+                counts[operation_cancel(operation_id=operation_id, actor=f"admin:{request.user.get_username()}")] += 1
+            except ServiceError as exc:
+                refused.append(exc.detail)
+        if counts[CancelOutcome.CANCELLED]:
+            self.message_user(request, f"{counts[CancelOutcome.CANCELLED]} cancelled.", messages.SUCCESS)
+        requested = counts[CancelOutcome.REQUESTED] + counts[CancelOutcome.ALREADY_REQUESTED]
+        if requested:
+            self.message_user(
+                request, f"Cancel requested for {requested} running; their workers will checkpoint and stop.",
+                messages.SUCCESS,
+            )
+        for detail in refused:
+            self.message_user(request, detail, messages.WARNING)
+
+
+@admin.register(Worker)
+class WorkerAdmin(admin.ModelAdmin):
+    list_display = ["worker_id", "worker_type", "status", "current_operation", "host", "pid", "last_seen_at"]
+    list_filter = ["status", "worker_type", "host"]
+    search_fields = ["worker_id", "host"]
+    list_select_related = ["current_operation"]
+    readonly_fields = [
+        "worker_id", "worker_type", "host", "pid", "capabilities", "status", "current_operation",
+        "registered_at", "last_seen_at",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

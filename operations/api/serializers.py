@@ -1,0 +1,221 @@
+"""Input and output serializers of the operations API; no logic beyond validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from operations.ids import (
+    OPERATION_ID_FORMAT,
+    WORKER_ID_FORMAT,
+    InvalidIdentifier,
+    parse_operation_id,
+    parse_worker_id,
+)
+from operations.models import (
+    TERMINAL_STATUSES,
+    Operation,
+    OperationEvent,
+    OperationStatus,
+    OperationType,
+    Worker,
+)
+
+RECENT_EVENTS = 50
+
+
+# --- validated identifiers
+
+class OperationIdField(serializers.CharField):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 64)
+        kwargs.setdefault("help_text", OPERATION_ID_FORMAT)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        try:
+            parse_operation_id(value)
+        except InvalidIdentifier:
+            raise serializers.ValidationError(f"Not an operation id: expected {OPERATION_ID_FORMAT}.") from None
+        return value
+
+
+class WorkerIdField(serializers.CharField):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 320)
+        kwargs.setdefault("help_text", WORKER_ID_FORMAT)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        try:
+            parse_worker_id(value)
+        except InvalidIdentifier:
+            raise serializers.ValidationError(f"Not a worker id: expected {WORKER_ID_FORMAT}.") from None
+        return value
+
+
+class JSONObjectField(serializers.JSONField):
+    """A JSON object (not a list, string or number)."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        value = super().to_internal_value(data)
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Expected a JSON object.")
+        return value
+
+
+# --- operations (output)
+
+class ProgressSerializer(serializers.Serializer):
+    current = serializers.IntegerField(source="progress_current")
+    total = serializers.IntegerField(source="progress_total", allow_null=True)
+    unit = serializers.CharField(source="progress_unit")
+
+
+class OperationEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = OperationEvent
+        fields = ["from_status", "to_status", "reason", "actor", "at"]
+
+
+class OperationSerializer(serializers.ModelSerializer):
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    worker = serializers.PrimaryKeyRelatedField(read_only=True)
+    parent = serializers.PrimaryKeyRelatedField(read_only=True)
+    progress = ProgressSerializer(source="*", read_only=True)
+
+    class Meta:
+        model = Operation
+        fields = [
+            "operation_id",
+            "operation_type",
+            "status",
+            "version",
+            "owner",
+            "worker",
+            "attempt",
+            "is_backend_local",
+            "parent",
+            "params",
+            "result",
+            "error_message",
+            "progress_percent",
+            "progress_message",
+            "progress",
+            "created_at",
+            "started_at",
+            "completed_at",
+            "last_heartbeat_at",
+            "cancel_requested_at",
+        ]
+        read_only_fields = fields
+
+
+class OperationDetailSerializer(OperationSerializer):
+    recent_events = serializers.SerializerMethodField()
+
+    class Meta(OperationSerializer.Meta):
+        fields = OperationSerializer.Meta.fields + ["recent_events"]
+        read_only_fields = fields
+
+    @extend_schema_field(OperationEventSerializer(many=True))
+    def get_recent_events(self, operation: Operation) -> list[dict[str, Any]]:
+        events = operation.events.all()[:RECENT_EVENTS]
+        return OperationEventSerializer(events, many=True).data
+
+
+class OperationFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=OperationStatus.choices, required=False)
+    type = serializers.ChoiceField(choices=OperationType.choices, required=False)
+
+
+# --- workers
+
+class WorkerSerializer(serializers.ModelSerializer):
+    current_operation = serializers.PrimaryKeyRelatedField(read_only=True)
+
+    class Meta:
+        model = Worker
+        fields = [
+            "worker_id",
+            "worker_type",
+            "host",
+            "pid",
+            "capabilities",
+            "status",
+            "current_operation",
+            "registered_at",
+            "last_seen_at",
+        ]
+        read_only_fields = fields
+
+
+class CompletedReportInputSerializer(serializers.Serializer):
+    operation_id = OperationIdField()
+    status = serializers.ChoiceField(choices=[(s.value, s.label) for s in TERMINAL_STATUSES])
+    attempt = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    result = serializers.JSONField(required=False, allow_null=True)
+    error_message = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+    completed_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class WorkerRegisterInputSerializer(serializers.Serializer):
+    worker_id = WorkerIdField()
+    worker_type = serializers.CharField(max_length=32, default="api")
+    capabilities = JSONObjectField(required=False, default=dict)
+    current_operation_id = OperationIdField(required=False, allow_null=True)
+    current_attempt = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    completed_operations = CompletedReportInputSerializer(many=True, required=False, default=list)
+
+
+class ProgressInputSerializer(serializers.Serializer):
+    current = serializers.IntegerField(min_value=0, required=False)
+    total = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    unit = serializers.CharField(max_length=32, required=False, allow_blank=True)
+    percent = serializers.FloatField(min_value=0, max_value=100, required=False)
+    message = serializers.CharField(max_length=500, required=False, allow_blank=True)
+
+
+class WorkerHeartbeatInputSerializer(serializers.Serializer):
+    operation_id = OperationIdField(required=False, allow_null=True)
+    attempt = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    progress = ProgressInputSerializer(required=False)
+
+
+class InstructionSerializer(serializers.Serializer):
+    operation_id = serializers.CharField()
+    action = serializers.ChoiceField(choices=["continue", "stop"])
+    status = serializers.CharField(allow_null=True)
+    attempt = serializers.IntegerField(allow_null=True)
+    cancel_requested = serializers.BooleanField()
+    cancel_requested_at = serializers.DateTimeField(allow_null=True)
+    reason = serializers.CharField()
+
+
+class WorkerReplySerializer(serializers.Serializer):
+    worker = WorkerSerializer()
+    action = serializers.ChoiceField(
+        choices=["continue", "stop"], help_text="What to do with the current operation."
+    )
+    operation = InstructionSerializer(allow_null=True, source="instruction")
+
+
+class CompletedResultSerializer(serializers.Serializer):
+    operation_id = serializers.CharField()
+    applied = serializers.BooleanField(help_text="False when the report changed nothing (a replay, or fenced out).")
+
+
+class WorkerRegisterReplySerializer(WorkerReplySerializer):
+    completed_operations = CompletedResultSerializer(many=True)
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ok", "unavailable"])
+    database = serializers.ChoiceField(choices=["ok", "unreachable"])
+    control_loop_started_at = serializers.DateTimeField(allow_null=True)
+    last_orphan_sweep_at = serializers.DateTimeField(allow_null=True)
+    operations_pending_reconciliation = serializers.IntegerField(allow_null=True)

@@ -1,0 +1,219 @@
+"""Thin DRF views: validate, call one service or selector, report."""
+
+from __future__ import annotations
+
+from django.db import DatabaseError
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import generics, serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from operations import selectors
+from operations.api.permissions import IsWorkerOrStaff
+from operations.api.serializers import (
+    HealthSerializer,
+    OperationDetailSerializer,
+    OperationFilterSerializer,
+    OperationIdField,
+    OperationSerializer,
+    WorkerHeartbeatInputSerializer,
+    WorkerIdField,
+    WorkerRegisterInputSerializer,
+    WorkerRegisterReplySerializer,
+    WorkerReplySerializer,
+    WorkerSerializer,
+)
+from operations.models import ControlLoop, Worker
+from operations.services.lifecycle import CancelOutcome, operation_cancel
+from operations.services.workers import (
+    CompletedReport,
+    CurrentOperation,
+    Progress,
+    WorkerReply,
+    worker_get,
+    worker_heartbeat,
+    worker_register,
+)
+
+ErrorSerializer = inline_serializer(
+    "Error",
+    fields={"code": serializers.CharField(), "detail": serializers.CharField(), "details": serializers.DictField()},
+)
+ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="VALIDATION_ERROR: the detail names the field"),
+    401: OpenApiResponse(ErrorSerializer, description="No or bad credential"),
+    403: OpenApiResponse(ErrorSerializer, description="Not allowed"),
+    404: OpenApiResponse(ErrorSerializer, description="Not found (another user's operation too)"),
+}
+
+
+def user_actor(request: Request) -> str:
+    return f"user:{request.user.get_username()}"
+
+
+def path_value(field_class: type[serializers.Field], name: str, value: str) -> str:
+    """Validate an identifier taken from the URL; a bad one is a 400 naming it."""
+    try:
+        return field_class().run_validation(value)
+    except serializers.ValidationError as exc:
+        raise serializers.ValidationError({name: exc.detail}) from None
+
+
+# --- operations
+
+class OperationListView(generics.ListAPIView):
+    serializer_class = OperationSerializer
+
+    @extend_schema(parameters=[OperationFilterSerializer], responses={200: OperationSerializer(many=True), **ERRORS})
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        filters = OperationFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return selectors.operation_list(
+            user=self.request.user,
+            status=filters.validated_data.get("status"),
+            operation_type=filters.validated_data.get("type"),
+        )
+
+
+class OperationDetailView(APIView):
+    @extend_schema(responses={200: OperationDetailSerializer, **ERRORS})
+    def get(self, request: Request, operation_id: str) -> Response:
+        operation_id = path_value(OperationIdField, "operation_id", operation_id)
+        operation = selectors.operation_get(operation_id=operation_id, user=request.user)
+        return Response(OperationDetailSerializer(operation).data)
+
+
+class OperationCancelView(APIView):
+    @extend_schema(
+        request=None,
+        responses={
+            200: OpenApiResponse(OperationDetailSerializer, description="Cancelled at once"),
+            202: OpenApiResponse(OperationDetailSerializer, description="Cancel requested; its worker acknowledges"),
+            409: OpenApiResponse(ErrorSerializer, description="OPERATION_NOT_CANCELLABLE: already terminal"),
+            **ERRORS,
+        },
+    )
+    def post(self, request: Request, operation_id: str) -> Response:
+        operation_id = path_value(OperationIdField, "operation_id", operation_id)
+        selectors.operation_get(operation_id=operation_id, user=request.user)  # 404 unless visible
+        outcome = operation_cancel(operation_id=operation_id, actor=user_actor(request))
+        operation = selectors.operation_get(operation_id=operation_id, user=request.user)
+        code = status.HTTP_200_OK if outcome is CancelOutcome.CANCELLED else status.HTTP_202_ACCEPTED
+        return Response(OperationDetailSerializer(operation).data, status=code)
+
+
+# --- workers
+
+def worker_reply_body(reply: WorkerReply) -> dict:
+    instruction = reply.instruction
+    return {
+        "worker": WorkerSerializer(reply.worker).data,
+        "action": reply.action.value,
+        "operation": None
+        if instruction is None
+        else {
+            "operation_id": instruction.operation_id,
+            "action": instruction.action.value,
+            "status": instruction.status,
+            "attempt": instruction.attempt,
+            "cancel_requested": instruction.cancel_requested,
+            "cancel_requested_at": serializers.DateTimeField().to_representation(instruction.cancel_requested_at)
+            if instruction.cancel_requested_at
+            else None,
+            "reason": instruction.reason,
+        },
+    }
+
+
+class WorkerListView(generics.ListAPIView):
+    serializer_class = WorkerSerializer
+    permission_classes = [IsWorkerOrStaff]
+    queryset = Worker.objects.order_by("worker_id")
+
+
+class WorkerDetailView(APIView):
+    permission_classes = [IsWorkerOrStaff]
+
+    @extend_schema(responses={200: WorkerSerializer, **ERRORS})
+    def get(self, request: Request, worker_id: str) -> Response:
+        worker_id = path_value(WorkerIdField, "worker_id", worker_id)
+        return Response(WorkerSerializer(worker_get(worker_id)).data)
+
+
+class WorkerRegisterView(APIView):
+    permission_classes = [IsWorkerOrStaff]
+
+    @extend_schema(request=WorkerRegisterInputSerializer, responses={200: WorkerRegisterReplySerializer, **ERRORS})
+    def post(self, request: Request) -> Response:
+        data = WorkerRegisterInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        current = None
+        if values.get("current_operation_id"):
+            current = CurrentOperation(
+                operation_id=values["current_operation_id"], attempt=values.get("current_attempt")
+            )
+        reply = worker_register(
+            worker_id=values["worker_id"],
+            worker_type=values["worker_type"],
+            capabilities=values["capabilities"],
+            current_operation=current,
+            completed_operations=[CompletedReport(**report) for report in values["completed_operations"]],
+        )
+        body = worker_reply_body(reply)
+        body["completed_operations"] = [
+            {"operation_id": operation_id, "applied": applied} for operation_id, applied in reply.completed.items()
+        ]
+        return Response(body)
+
+
+class WorkerHeartbeatView(APIView):
+    permission_classes = [IsWorkerOrStaff]
+
+    @extend_schema(request=WorkerHeartbeatInputSerializer, responses={200: WorkerReplySerializer, **ERRORS})
+    def post(self, request: Request, worker_id: str) -> Response:
+        worker_id = path_value(WorkerIdField, "worker_id", worker_id)
+        data = WorkerHeartbeatInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        current = None
+        if values.get("operation_id"):
+            current = CurrentOperation(operation_id=values["operation_id"], attempt=values.get("attempt"))
+        progress = Progress(**values["progress"]) if values.get("progress") else None
+        reply = worker_heartbeat(worker_id=worker_id, current_operation=current, progress=progress)
+        return Response(worker_reply_body(reply))
+
+
+# --- health
+
+class HealthView(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes = []
+
+    @extend_schema(responses={200: HealthSerializer, 503: HealthSerializer})
+    def get(self, request: Request) -> Response:
+        try:
+            loop = ControlLoop.objects.filter(pk=1).first()
+            awaiting = selectors.operations_awaiting_reconciliation()
+        except DatabaseError:
+            body = {
+                "status": "unavailable",
+                "database": "unreachable",
+                "control_loop_started_at": None,
+                "last_orphan_sweep_at": None,
+                "operations_pending_reconciliation": None,
+            }
+            return Response(HealthSerializer(body).data, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        body = {
+            "status": "ok",
+            "database": "ok",
+            "control_loop_started_at": loop.started_at if loop else None,
+            "last_orphan_sweep_at": loop.last_sweep_at if loop else None,
+            "operations_pending_reconciliation": awaiting,
+        }
+        return Response(HealthSerializer(body).data)

@@ -1,0 +1,76 @@
+"""The control loop: startup reconciliation, then the orphan sweep on its interval."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import DatabaseError, close_old_connections
+
+from operations.services.reconciliation import reconcile_startup, sweep_orphans
+
+logger = logging.getLogger("operations.supervise")
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the control loop: reconcile once at start, then sweep orphans every "
+        "ORPHAN_CHECK_INTERVAL_SECONDS. SIGTERM or SIGINT stops it cleanly."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--once", action="store_true", help="Reconcile, sweep once and exit.")
+
+    def handle(self, *args, once: bool = False, **options) -> None:
+        self.stopping = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self.request_stop)
+        self.next_sweep_at = 0.0
+        self.stdout.write(f"Control loop started (sweep every {settings.ORPHAN_CHECK_INTERVAL_SECONDS:g}s).")
+        self.reconciled = False
+        while not self.stopping.is_set():
+            close_old_connections()
+            found = self.run_pass()
+            if once and self.reconciled:
+                break
+            if not found:
+                self.stopping.wait(self.sleep_seconds())
+        self.stdout.write("Control loop stopped.")
+
+    def request_stop(self, signum, frame) -> None:
+        logger.info("Received %s: stopping", signal.Signals(signum).name)
+        self.stopping.set()
+
+    def run_pass(self) -> bool:
+        """One pass over the units of work; returns whether any of them found work."""
+        try:
+            return self.reconcile_once() | self.sweep_if_due()
+        except DatabaseError as exc:
+            # The database is down or restarting: keep the loop alive and try again.
+            logger.warning("Control loop pass failed, will retry: %s", exc)
+            self.stopping.wait(min(5.0, settings.ORPHAN_CHECK_INTERVAL_SECONDS))
+            return False
+
+    def reconcile_once(self) -> bool:
+        if self.reconciled:
+            return False
+        report = reconcile_startup()
+        self.reconciled = True
+        self.stdout.write(f"Startup reconciliation: {report.as_dict()}")
+        return False
+
+    def sweep_if_due(self) -> bool:
+        if time.monotonic() < self.next_sweep_at:
+            return False
+        report = sweep_orphans()
+        self.next_sweep_at = time.monotonic() + settings.ORPHAN_CHECK_INTERVAL_SECONDS
+        if report.changed:
+            self.stdout.write(f"Sweep: {report.as_dict()}")
+        return False
+
+    def sleep_seconds(self) -> float:
+        return max(0.05, min(1.0, self.next_sweep_at - time.monotonic()))

@@ -1,0 +1,227 @@
+"""Operations, their history, the workers that execute them, and the control loop's record."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+
+class OperationType(models.TextChoices):
+    TRAINING = "training", "Training"
+    BACKTESTING = "backtesting", "Backtesting"
+    AGENT_RESEARCH = "agent_research", "Agent research"
+
+
+class OperationStatus(models.TextChoices):
+    PENDING = "PENDING", "Pending"
+    RUNNING = "RUNNING", "Running"
+    RESUMING = "RESUMING", "Resuming"
+    PENDING_RECONCILIATION = "PENDING_RECONCILIATION", "Pending reconciliation"
+    COMPLETED = "COMPLETED", "Completed"
+    FAILED = "FAILED", "Failed"
+    CANCELLED = "CANCELLED", "Cancelled"
+
+
+TERMINAL_STATUSES = (OperationStatus.COMPLETED, OperationStatus.FAILED, OperationStatus.CANCELLED)
+QUEUED_STATUSES = (OperationStatus.PENDING, OperationStatus.RESUMING)
+RESUMABLE_STATUSES = (OperationStatus.CANCELLED, OperationStatus.FAILED)
+
+
+class _Unset:
+    pass
+
+
+UNSET: Any = _Unset()
+
+
+class OperationQuerySet(models.QuerySet):
+    def transition(
+        self,
+        operation_id: str,
+        *,
+        from_statuses: Iterable[str],
+        to_status: str,
+        actor: str,
+        reason: str = "",
+        version: int | None = None,
+        fence_worker_id: Any = UNSET,
+        fence_attempt: int | None = None,
+        extra_filter: Q | None = None,
+        **changes: Any,
+    ) -> bool:
+        """Move one operation to `to_status` if it is still as expected; return whether it moved.
+
+        One conditional UPDATE (status, and optionally version, and the worker
+        and run that fence a worker's writes) with version + 1: two callers racing for the same transition cannot both
+        win, whatever the isolation level. The winner writes the event in the
+        same transaction, so history and state never disagree.
+        """
+        conditions = Q(pk=operation_id, status__in=list(from_statuses))
+        if version is not None:
+            conditions &= Q(version=version)
+        if fence_worker_id is not UNSET:
+            conditions &= Q(worker_id=fence_worker_id)
+        if fence_attempt is not None:
+            conditions &= Q(attempt=fence_attempt)
+        if extra_filter is not None:
+            conditions &= extra_filter
+        with transaction.atomic():
+            won = self.filter(conditions).update(
+                status=to_status,
+                previous_status=F("status"),
+                version=F("version") + 1,
+                **changes,
+            )
+            if won:
+                previous = self.filter(pk=operation_id).values_list("previous_status", flat=True).get()
+                OperationEvent.objects.create(
+                    operation_id=operation_id,
+                    from_status=previous,
+                    to_status=to_status,
+                    reason=reason,
+                    actor=actor,
+                )
+        return won == 1
+
+    def visible_to(self, user) -> "OperationQuerySet":
+        if user.is_staff:
+            return self
+        return self.filter(owner=user)
+
+
+class Operation(models.Model):
+    operation_id = models.CharField(max_length=64, primary_key=True)
+    operation_type = models.CharField(max_length=32, choices=OperationType.choices)
+    status = models.CharField(max_length=32, choices=OperationStatus.choices, default=OperationStatus.PENDING)
+    previous_status = models.CharField(max_length=32, choices=OperationStatus.choices, blank=True)
+    version = models.PositiveIntegerField(default=0, help_text="Incremented by every transition (optimistic lock).")
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="operations"
+    )
+    worker = models.ForeignKey(
+        "operations.Worker", null=True, blank=True, on_delete=models.SET_NULL, related_name="operations"
+    )
+    attempt = models.PositiveIntegerField(
+        default=0, help_text="Number of the run: incremented by each claim; workers' writes are fenced on it."
+    )
+    is_backend_local = models.BooleanField(default=False)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+
+    params = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error_message = models.TextField(blank=True)
+    presumed_orphan = models.BooleanField(
+        default=False, help_text="FAILED by the orphan sweep, not by the operation itself."
+    )
+
+    progress_percent = models.FloatField(default=0.0)
+    progress_message = models.CharField(max_length=500, blank=True)
+    progress_current = models.BigIntegerField(default=0)
+    progress_total = models.BigIntegerField(null=True, blank=True)
+    progress_unit = models.CharField(max_length=32, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    queued_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last time it was handed to the broker (lost-task re-enqueue)."
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    orphan_clock_from = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="While PENDING_RECONCILIATION: when the orphan timeout began to count.",
+    )
+
+    objects = OperationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            # orphan sweep: RUNNING / PENDING_RECONCILIATION by heartbeat age
+            models.Index(fields=["status", "last_heartbeat_at"], name="op_status_heartbeat_idx"),
+            # lost-task re-enqueue: PENDING / RESUMING by enqueue age
+            models.Index(fields=["status", "queued_at"], name="op_status_queued_idx"),
+            # list pages, newest first, for staff and for one owner
+            models.Index(fields=["-created_at"], name="op_created_idx"),
+            models.Index(fields=["owner", "-created_at"], name="op_owner_created_idx"),
+            models.Index(fields=["operation_type", "status"], name="op_type_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.operation_id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class OperationEvent(models.Model):
+    operation = models.ForeignKey(Operation, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=32, blank=True)
+    to_status = models.CharField(max_length=32)
+    reason = models.TextField(blank=True)
+    actor = models.CharField(max_length=255)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["operation", "-at"], name="event_operation_at_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.operation_id}: {self.from_status or '∅'} → {self.to_status}"
+
+
+class WorkerStatus(models.TextChoices):
+    AVAILABLE = "AVAILABLE", "Available"
+    BUSY = "BUSY", "Busy"
+    UNAVAILABLE = "UNAVAILABLE", "Unavailable"
+
+
+class Worker(models.Model):
+    worker_id = models.CharField(max_length=320, primary_key=True)
+    worker_type = models.CharField(max_length=32, default="qcluster")
+    host = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    capabilities = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=WorkerStatus.choices, default=WorkerStatus.AVAILABLE)
+    current_operation = models.ForeignKey(
+        Operation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    registered_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["worker_id"]
+        indexes = [models.Index(fields=["status", "last_seen_at"], name="worker_status_seen_idx")]
+        permissions = [("act_as_worker", "Can register and send heartbeats as a worker")]
+
+    def __str__(self) -> str:
+        return self.worker_id
+
+
+class ControlLoop(models.Model):
+    """The control loop's own record (one row): when it started and last swept."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    host = models.CharField(max_length=200, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_reconcile_at = models.DateTimeField(null=True, blank=True)
+    last_sweep_at = models.DateTimeField(null=True, blank=True)
+    last_sweep_summary = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        verbose_name = "control loop"
+
+    def __str__(self) -> str:
+        return f"control loop on {self.host or '?'}:{self.pid or '?'}"

@@ -1,0 +1,61 @@
+"""What the operations core knows of the layers above it: a registry they fill in.
+
+The core imports no other app. Each domain app registers, in its
+`AppConfig.ready()`, the django-q2 task that executes its operation type; the
+checkpoint store registers how to tell whether an operation has a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from operations.exceptions import ExecutorNotRegistered
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Executor:
+    operation_type: str
+    task: str  # dotted path of the django-q2 task, called with the operation id
+
+
+_executors: dict[str, Executor] = {}
+_checkpoint_probe: Callable[[str], bool] | None = None
+
+
+def register_executor(operation_type: str, task: str) -> None:
+    _executors[operation_type] = Executor(operation_type=operation_type, task=task)
+
+
+def unregister_executor(operation_type: str) -> None:
+    _executors.pop(operation_type, None)
+
+
+def get_executor(operation_type: str) -> Executor | None:
+    return _executors.get(operation_type)
+
+
+def enqueue_operation(operation_id: str, operation_type: str) -> str:
+    """Hand one operation to the broker; return the django-q2 task id.
+
+    Delivery is at least once: the executor begins with a claim, so a repeat
+    of this call (re-enqueue of a lost message) is harmless.
+    """
+    from django_q.tasks import async_task
+
+    executor = get_executor(operation_type)
+    if executor is None:
+        raise ExecutorNotRegistered(operation_type)
+    return async_task(executor.task, operation_id, task_name=operation_id, group=operation_type)
+
+
+def register_checkpoint_probe(probe: Callable[[str], bool]) -> None:
+    global _checkpoint_probe
+    _checkpoint_probe = probe
+
+
+def has_checkpoint(operation_id: str) -> bool:
+    return bool(_checkpoint_probe and _checkpoint_probe(operation_id))

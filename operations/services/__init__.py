@@ -1,0 +1,1 @@
+"""Writes and workflows of the operations core."""

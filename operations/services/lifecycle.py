@@ -1,0 +1,212 @@
+"""Creating, claiming, cancelling and finishing operations (SPEC §4)."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+
+from operations import registry
+from operations.clock import db_now
+from operations.exceptions import ExecutorNotRegistered, OperationNotCancellable, OperationNotFound
+from operations.ids import new_operation_id
+from operations.models import (
+    QUEUED_STATUSES,
+    TERMINAL_STATUSES,
+    Operation,
+    OperationEvent,
+    OperationStatus,
+    Worker,
+    WorkerStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+S = OperationStatus
+
+# A worker's report of an outcome applies while the operation is still its own
+# and not terminal, or FAILED only because the sweep presumed it orphaned.
+REPORTABLE = Q(status__in=[S.RUNNING, S.PENDING_RECONCILIATION]) | Q(status=S.FAILED, presumed_orphan=True)
+
+
+def worker_actor(worker_id: str) -> str:
+    return f"worker:{worker_id}"
+
+
+def operation_create(
+    *,
+    operation_type: str,
+    params: dict[str, Any],
+    actor: str,
+    owner=None,
+    is_backend_local: bool = False,
+    parent: Operation | None = None,
+    enqueue: bool = True,
+) -> Operation:
+    """Record a new PENDING operation and, after commit, hand it to the broker.
+
+    Backend-local operations (agent sessions) are run by the control loop and
+    are never enqueued.
+    """
+    enqueue = enqueue and not is_backend_local
+    if enqueue and registry.get_executor(operation_type) is None:
+        raise ExecutorNotRegistered(operation_type)
+    now = db_now()
+    with transaction.atomic():
+        operation = Operation.objects.create(
+            operation_id=new_operation_id(operation_type, now),
+            operation_type=operation_type,
+            params=params,
+            owner=owner,
+            is_backend_local=is_backend_local,
+            parent=parent,
+            created_at=now,
+            queued_at=now if enqueue else None,
+        )
+        OperationEvent.objects.create(
+            operation=operation, from_status="", to_status=S.PENDING, reason="Created", actor=actor, at=now
+        )
+        if enqueue:
+            transaction.on_commit(lambda: registry.enqueue_operation(operation.operation_id, operation_type))
+    return operation
+
+
+def operation_claim(*, operation_id: str, worker_id: str) -> int | None:
+    """Start executing: PENDING or RESUMING → RUNNING on this worker.
+
+    Returns the run's attempt number, which fences every later write of the
+    worker, or None when there was nothing to claim (a duplicate or late
+    delivery): the caller then returns without doing anything.
+    """
+    now = db_now()
+    won = Operation.objects.transition(
+        operation_id,
+        from_statuses=QUEUED_STATUSES,
+        to_status=S.RUNNING,
+        actor=worker_actor(worker_id),
+        reason="Claimed by worker",
+        worker_id=worker_id,
+        attempt=F("attempt") + 1,
+        started_at=Coalesce("started_at", now),
+        last_heartbeat_at=now,
+        cancel_requested_at=None,
+        completed_at=None,
+        orphan_clock_from=None,
+        presumed_orphan=False,
+        error_message="",
+    )
+    if not won:
+        logger.info("Claim of %s by %s found nothing to claim", operation_id, worker_id)
+        return None
+    Worker.objects.filter(pk=worker_id).update(
+        status=WorkerStatus.BUSY, current_operation_id=operation_id, last_seen_at=now
+    )
+    return Operation.objects.values_list("attempt", flat=True).get(pk=operation_id)
+
+
+class CancelOutcome(enum.Enum):
+    CANCELLED = "cancelled"  # it was not executing: cancelled at once
+    REQUESTED = "cancel_requested"  # RUNNING: its worker will checkpoint and acknowledge
+    ALREADY_REQUESTED = "already_requested"
+
+
+def operation_cancel(*, operation_id: str, actor: str) -> CancelOutcome:
+    """Cancel an operation.
+
+    1. PENDING, RESUMING or PENDING_RECONCILIATION (nothing is known to be
+       executing it) → CANCELLED at once; a worker that comes back is told to stop.
+    2. RUNNING → record `cancel_requested_at`; the worker sees it within one
+       heartbeat, saves a cancellation checkpoint and acknowledges.
+    3. Terminal → OperationNotCancellable.
+    Each step is conditional; if the status moved under us, look again.
+    """
+    for _ in range(5):
+        current = Operation.objects.filter(pk=operation_id).values("status", "cancel_requested_at").first()
+        if current is None:
+            raise OperationNotFound(operation_id)
+        status = current["status"]
+        if status in TERMINAL_STATUSES:
+            raise OperationNotCancellable(operation_id, status)
+        now = db_now()
+        if status == S.RUNNING:
+            if current["cancel_requested_at"] is not None:
+                return CancelOutcome.ALREADY_REQUESTED
+            with transaction.atomic():
+                requested = Operation.objects.filter(
+                    pk=operation_id, status=S.RUNNING, cancel_requested_at__isnull=True
+                ).update(cancel_requested_at=now)
+                if requested:
+                    OperationEvent.objects.create(
+                        operation_id=operation_id,
+                        from_status=S.RUNNING,
+                        to_status=S.RUNNING,
+                        reason="Cancel requested",
+                        actor=actor,
+                        at=now,
+                    )
+                    return CancelOutcome.REQUESTED
+            continue
+        if Operation.objects.transition(
+            operation_id,
+            from_statuses=[status],
+            to_status=S.CANCELLED,
+            actor=actor,
+            reason="Cancelled before it was executing" if status != S.PENDING_RECONCILIATION
+            else "Cancelled while its worker was unreachable",
+            cancel_requested_at=now,
+            completed_at=now,
+        ):
+            return CancelOutcome.CANCELLED
+    raise OperationNotCancellable(operation_id, "changing too fast")
+
+
+def operation_finish(
+    *,
+    operation_id: str,
+    worker_id: str,
+    attempt: int | None,
+    status: str,
+    result: Any = None,
+    error_message: str = "",
+    reason: str = "",
+    completed_at=None,
+) -> bool:
+    """Record the outcome a worker reports for its run (COMPLETED, FAILED or CANCELLED).
+
+    Fenced: it applies only while the operation is still this worker's run, and
+    only if the operation is not terminal, or FAILED merely presumed orphaned
+    (a completed report after the sweep gave up on the worker). A repeated
+    report finds the operation terminal and changes nothing.
+    """
+    if status not in TERMINAL_STATUSES:
+        raise ValueError(f"{status} is not a terminal status")
+    now = db_now()
+    changes: dict[str, Any] = {
+        "completed_at": completed_at or now,
+        "presumed_orphan": False,
+        "orphan_clock_from": None,
+        "error_message": error_message,
+    }
+    if status == S.COMPLETED:
+        changes["result"] = result
+        changes["progress_percent"] = 100.0
+    won = Operation.objects.transition(
+        operation_id,
+        from_statuses=[S.RUNNING, S.PENDING_RECONCILIATION, S.FAILED],
+        to_status=status,
+        actor=worker_actor(worker_id),
+        reason=reason or f"Reported {status.lower()} by its worker",
+        fence_worker_id=worker_id,
+        fence_attempt=attempt,
+        extra_filter=REPORTABLE,
+        **changes,
+    )
+    if won:
+        Worker.objects.filter(pk=worker_id, current_operation_id=operation_id).update(
+            status=WorkerStatus.AVAILABLE, current_operation=None, last_seen_at=now
+        )
+    return won

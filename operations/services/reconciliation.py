@@ -1,0 +1,251 @@
+"""The orphan sweep and startup reconciliation (SPEC §5).
+
+Both are passes of conditional writes: a second control loop running the
+same pass at the same moment changes nothing more, and an operation whose
+worker heart-beats in between is left alone because its version moved.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.db.models.functions import Coalesce
+
+from operations import registry
+from operations.clock import db_now
+from operations.models import (
+    QUEUED_STATUSES,
+    ControlLoop,
+    Operation,
+    OperationEvent,
+    OperationStatus,
+    Worker,
+    WorkerStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+S = OperationStatus
+CONTROL_LOOP = "control-loop"
+
+NO_WORKER_MESSAGE = "Operation was RUNNING but no worker claimed it"
+BACKEND_RESTART_WITH_CHECKPOINT = "Backend restarted - checkpoint available for resume"
+BACKEND_RESTART_WITHOUT_CHECKPOINT = "Backend restarted - no checkpoint available"
+
+
+def worker_unavailable_message(worker_id: str) -> str:
+    return f"Worker {worker_id} became unavailable"
+
+
+@dataclass
+class SweepReport:
+    pending_reconciliation: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)
+    workers_unavailable: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return any(asdict(self).values())
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return asdict(self)
+
+
+@dataclass
+class ReconcileReport:
+    failed_backend_local: list[str] = field(default_factory=list)
+    pending_reconciliation: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return any(asdict(self).values())
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return asdict(self)
+
+
+def _heartbeat_anchor():
+    # A NULL heartbeat counts from started_at (and from created_at if even
+    # that is missing): no row escapes the sweep.
+    return Coalesce("last_heartbeat_at", "started_at", "created_at")
+
+
+def sweep_orphans(*, now: datetime | None = None) -> SweepReport:
+    """One pass of the orphan sweep.
+
+    1. RUNNING worker operations with a heartbeat older than WORKER_STALE_SECONDS
+       → PENDING_RECONCILIATION; their worker → UNAVAILABLE.
+    2. PENDING_RECONCILIATION older than ORPHAN_TIMEOUT_SECONDS → FAILED
+       (presumed orphan; the checkpoint stays).
+    3. PENDING or RESUMING unclaimed for REQUEUE_AFTER_SECONDS → enqueued again.
+    4. Workers silent for WORKER_STALE_SECONDS → UNAVAILABLE.
+    Backend-local operations are left to startup reconciliation.
+    """
+    now = now or db_now()
+    report = SweepReport()
+    _mark_stale_running(now, report)
+    _fail_expired_reconciliation(now, report)
+    _requeue_unclaimed(now, report)
+    stale_workers = Worker.objects.filter(
+        status__in=[WorkerStatus.AVAILABLE, WorkerStatus.BUSY],
+        last_seen_at__lt=now - timedelta(seconds=settings.WORKER_STALE_SECONDS),
+    )
+    for worker_id in stale_workers.values_list("pk", flat=True):
+        if Worker.objects.filter(
+            pk=worker_id,
+            status__in=[WorkerStatus.AVAILABLE, WorkerStatus.BUSY],
+            last_seen_at__lt=now - timedelta(seconds=settings.WORKER_STALE_SECONDS),
+        ).update(status=WorkerStatus.UNAVAILABLE):
+            report.workers_unavailable.append(worker_id)
+    ControlLoop.objects.update_or_create(
+        pk=1, defaults={"last_sweep_at": now, "last_sweep_summary": report.as_dict()}
+    )
+    if report.changed:
+        logger.info("Orphan sweep: %s", report.as_dict())
+    return report
+
+
+def _mark_stale_running(now: datetime, report: SweepReport) -> None:
+    cutoff = now - timedelta(seconds=settings.WORKER_STALE_SECONDS)
+    stale = (
+        Operation.objects.filter(status=S.RUNNING, is_backend_local=False)
+        .annotate(anchor=_heartbeat_anchor())
+        .filter(anchor__lt=cutoff)
+        .values_list("pk", "version", "worker_id", "anchor")
+    )
+    for operation_id, version, worker_id, anchor in stale:
+        age = (now - anchor).total_seconds()
+        if Operation.objects.transition(
+            operation_id,
+            from_statuses=[S.RUNNING],
+            to_status=S.PENDING_RECONCILIATION,
+            actor=CONTROL_LOOP,
+            reason=f"No heartbeat from worker {worker_id or '(none)'} for {age:.0f}s",
+            version=version,
+            orphan_clock_from=anchor,
+        ):
+            report.pending_reconciliation.append(operation_id)
+            if worker_id:
+                Worker.objects.filter(pk=worker_id, last_seen_at__lt=cutoff).update(
+                    status=WorkerStatus.UNAVAILABLE
+                )
+
+
+def _fail_expired_reconciliation(now: datetime, report: SweepReport) -> None:
+    cutoff = now - timedelta(seconds=settings.ORPHAN_TIMEOUT_SECONDS)
+    expired = (
+        Operation.objects.filter(status=S.PENDING_RECONCILIATION, is_backend_local=False)
+        .annotate(anchor=Coalesce("orphan_clock_from", _heartbeat_anchor()))
+        .filter(anchor__lt=cutoff)
+        .values_list("pk", "version", "worker_id")
+    )
+    for operation_id, version, worker_id in expired:
+        message = worker_unavailable_message(worker_id) if worker_id else NO_WORKER_MESSAGE
+        if Operation.objects.transition(
+            operation_id,
+            from_statuses=[S.PENDING_RECONCILIATION],
+            to_status=S.FAILED,
+            actor=CONTROL_LOOP,
+            reason=message,
+            version=version,
+            error_message=message,
+            presumed_orphan=True,
+            completed_at=now,
+        ):
+            report.failed.append(operation_id)
+
+
+def _requeue_unclaimed(now: datetime, report: SweepReport) -> None:
+    """A lost broker message must not leave an operation waiting forever.
+
+    Not a transition: only `queued_at` moves, conditionally on its old value,
+    so two control loops cannot both re-enqueue; the claim makes a duplicate
+    delivery harmless anyway.
+    """
+    cutoff = now - timedelta(seconds=settings.REQUEUE_AFTER_SECONDS)
+    unclaimed = (
+        Operation.objects.filter(status__in=QUEUED_STATUSES, is_backend_local=False)
+        .annotate(anchor=Coalesce("queued_at", "created_at"))
+        .filter(anchor__lt=cutoff)
+        .values_list("pk", "operation_type", "status", "queued_at")
+    )
+    for operation_id, operation_type, status, queued_at in unclaimed:
+        if registry.get_executor(operation_type) is None:
+            logger.warning("Cannot re-enqueue %s: no executor for %s operations", operation_id, operation_type)
+            continue
+        with transaction.atomic():
+            moved = Operation.objects.filter(
+                Q(queued_at=queued_at) if queued_at else Q(queued_at__isnull=True),
+                pk=operation_id,
+                status=status,
+            ).update(queued_at=now)
+            if not moved:
+                continue
+            OperationEvent.objects.create(
+                operation_id=operation_id,
+                from_status=status,
+                to_status=status,
+                reason=f"Re-enqueued: no worker claimed it for {settings.REQUEUE_AFTER_SECONDS:g}s",
+                actor=CONTROL_LOOP,
+                at=now,
+            )
+            transaction.on_commit(
+                lambda op=operation_id, kind=operation_type: registry.enqueue_operation(op, kind)
+            )
+        report.requeued.append(operation_id)
+
+
+def reconcile_startup(*, now: datetime | None = None) -> ReconcileReport:
+    """What the control loop does when it starts.
+
+    1. RUNNING backend-local operations died with the previous control loop:
+       FAILED, saying whether a checkpoint can resume them.
+    2. RUNNING worker operations → PENDING_RECONCILIATION; a live worker's next
+       heartbeat makes them RUNNING again, otherwise the sweep fails them
+       ORPHAN_TIMEOUT_SECONDS after this moment.
+    """
+    now = now or db_now()
+    report = ReconcileReport()
+    running = Operation.objects.filter(status=S.RUNNING).values_list("pk", "version", "is_backend_local")
+    for operation_id, version, is_backend_local in running:
+        if is_backend_local:
+            message = (
+                BACKEND_RESTART_WITH_CHECKPOINT
+                if registry.has_checkpoint(operation_id)
+                else BACKEND_RESTART_WITHOUT_CHECKPOINT
+            )
+            if Operation.objects.transition(
+                operation_id,
+                from_statuses=[S.RUNNING],
+                to_status=S.FAILED,
+                actor=CONTROL_LOOP,
+                reason=message,
+                version=version,
+                error_message=message,
+                completed_at=now,
+            ):
+                report.failed_backend_local.append(operation_id)
+        elif Operation.objects.transition(
+            operation_id,
+            from_statuses=[S.RUNNING],
+            to_status=S.PENDING_RECONCILIATION,
+            actor=CONTROL_LOOP,
+            reason="Control loop restarted: waiting for the worker's heartbeat",
+            version=version,
+            orphan_clock_from=now,
+        ):
+            report.pending_reconciliation.append(operation_id)
+    ControlLoop.objects.update_or_create(
+        pk=1,
+        defaults={"host": socket.gethostname(), "pid": os.getpid(), "started_at": now, "last_reconcile_at": now},
+    )
+    logger.info("Startup reconciliation: %s", report.as_dict())
+    return report

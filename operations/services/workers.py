@@ -1,0 +1,294 @@
+"""Worker registration and heartbeats: the rules of SPEC §5, each idempotent.
+
+A worker registers when it starts, whenever its row is missing or marked
+UNAVAILABLE, and after it regains the database. A heartbeat applies the same
+"current operation" rule as a registration, so a worker presumed dead that
+heart-beats again is reconciled by the heartbeat itself.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from operations.clock import db_now
+from operations.exceptions import WorkerNotFound
+from operations.ids import parse_operation_id, parse_worker_id
+from operations.models import Operation, OperationEvent, OperationStatus, Worker, WorkerStatus
+from operations.services.lifecycle import operation_finish, worker_actor
+
+logger = logging.getLogger(__name__)
+
+S = OperationStatus
+
+
+class Action(str, enum.Enum):
+    CONTINUE = "continue"
+    STOP = "stop"
+
+
+@dataclass(frozen=True)
+class Progress:
+    current: int | None = None
+    total: int | None = None
+    unit: str | None = None
+    percent: float | None = None
+    message: str | None = None
+
+    def as_fields(self) -> dict[str, Any]:
+        fields = {
+            "progress_current": self.current,
+            "progress_total": self.total,
+            "progress_unit": self.unit,
+            "progress_percent": self.percent,
+            "progress_message": self.message,
+        }
+        return {name: value for name, value in fields.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class CurrentOperation:
+    operation_id: str
+    attempt: int | None = None  # the run the worker claimed; None from a client that does not track it
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CompletedReport:
+    operation_id: str
+    status: str
+    attempt: int | None = None
+    result: Any = None
+    error_message: str = ""
+    completed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """What the worker is told about its current operation."""
+
+    operation_id: str
+    action: Action
+    status: str | None
+    attempt: int | None = None
+    cancel_requested_at: datetime | None = None
+    reason: str = ""
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self.cancel_requested_at is not None
+
+
+@dataclass(frozen=True)
+class WorkerReply:
+    worker: Worker
+    instruction: Instruction | None
+    completed: dict[str, bool] = field(default_factory=dict)  # operation id → applied now
+
+    @property
+    def action(self) -> Action:
+        return self.instruction.action if self.instruction else Action.CONTINUE
+
+
+def worker_register(
+    *,
+    worker_id: str,
+    worker_type: str = "qcluster",
+    capabilities: dict[str, Any] | None = None,
+    current_operation: CurrentOperation | None = None,
+    completed_operations: list[CompletedReport] | tuple[CompletedReport, ...] = (),
+) -> WorkerReply:
+    """Register (or re-register) a worker.
+
+    1. Upsert the worker row (host and pid come from the worker id).
+    2. Apply each completed report (rule 1), fenced on this worker and its run.
+    3. Reconcile the current operation (rule 2) and say continue or stop.
+    """
+    host, _cluster, pid = parse_worker_id(worker_id)
+    now = db_now()
+    Worker.objects.update_or_create(
+        worker_id=worker_id,
+        defaults={
+            "worker_type": worker_type,
+            "host": host,
+            "pid": pid,
+            "capabilities": capabilities or {},
+            "status": WorkerStatus.AVAILABLE,
+            "current_operation": None,
+            "registered_at": now,
+            "last_seen_at": now,
+        },
+    )
+    completed = {report.operation_id: _apply_completed(worker_id, report) for report in completed_operations}
+    instruction = _apply_current(worker_id, current_operation, None, now) if current_operation else None
+    worker = _record_worker_state(worker_id, instruction, now)
+    return WorkerReply(worker=worker, instruction=instruction, completed=completed)
+
+
+def worker_heartbeat(
+    *,
+    worker_id: str,
+    current_operation: CurrentOperation | None = None,
+    progress: Progress | None = None,
+) -> WorkerReply:
+    """Refresh a worker's liveness and its operation's heartbeat and progress.
+
+    A heartbeat from a worker whose row is gone (deleted by hand) recreates it;
+    one marked UNAVAILABLE becomes available again, and its operation, if the
+    sweep had moved it to PENDING_RECONCILIATION or presumed it orphaned, is
+    RUNNING again (the live worker wins).
+    """
+    host, _cluster, pid = parse_worker_id(worker_id)
+    now = db_now()
+    Worker.objects.get_or_create(
+        worker_id=worker_id, defaults={"host": host, "pid": pid, "registered_at": now, "last_seen_at": now}
+    )
+    instruction = _apply_current(worker_id, current_operation, progress, now) if current_operation else None
+    worker = _record_worker_state(worker_id, instruction, now)
+    return WorkerReply(worker=worker, instruction=instruction)
+
+
+def worker_get(worker_id: str) -> Worker:
+    try:
+        return Worker.objects.select_related("current_operation").get(pk=worker_id)
+    except Worker.DoesNotExist:
+        raise WorkerNotFound(worker_id) from None
+
+
+def _record_worker_state(worker_id: str, instruction: Instruction | None, now: datetime) -> Worker:
+    busy = instruction is not None and instruction.action is Action.CONTINUE
+    Worker.objects.filter(pk=worker_id).update(
+        status=WorkerStatus.BUSY if busy else WorkerStatus.AVAILABLE,
+        current_operation_id=instruction.operation_id if busy else None,
+        last_seen_at=now,
+    )
+    return Worker.objects.get(pk=worker_id)
+
+
+def _apply_completed(worker_id: str, report: CompletedReport) -> bool:
+    """Rule 1: record an outcome the worker could not report at the time."""
+    applied = operation_finish(
+        operation_id=report.operation_id,
+        worker_id=worker_id,
+        attempt=report.attempt,
+        status=report.status,
+        result=report.result,
+        error_message=report.error_message,
+        reason=f"Reported {report.status.lower()} by its worker after reconnecting",
+        completed_at=report.completed_at,
+    )
+    if not applied:
+        logger.info("Completed report for %s from %s changed nothing", report.operation_id, worker_id)
+    return applied
+
+
+def _apply_current(
+    worker_id: str, report: CurrentOperation, progress: Progress | None, now: datetime
+) -> Instruction:
+    """Rule 2: reconcile the operation the worker says it is executing.
+
+    - unknown → create it, RUNNING on this worker;
+    - COMPLETED or CANCELLED → stop (the worker abandons without writing);
+    - PENDING_RECONCILIATION, or FAILED presumed orphaned, with this worker
+      and run recorded → RUNNING again (the live worker wins);
+    - RUNNING on this worker and run → refresh its heartbeat (and progress);
+    - anything else (RESUMING, RUNNING elsewhere, a later run) → stop.
+    Each branch is a conditional write; if the row moved under us, look again.
+    """
+    for _ in range(5):
+        operation = Operation.objects.filter(pk=report.operation_id).first()
+        if operation is None:
+            created = _create_reported(worker_id, report, now)
+            if created is not None:
+                return created
+            continue
+        mine = operation.worker_id == worker_id and report.attempt in (None, operation.attempt)
+        fence = {"fence_worker_id": worker_id, "fence_attempt": operation.attempt}
+        if operation.status == S.RUNNING and mine:
+            fields = {"last_heartbeat_at": now, **(progress.as_fields() if progress else {})}
+            if Operation.objects.filter(
+                pk=operation.pk, status=S.RUNNING, worker_id=worker_id, attempt=operation.attempt
+            ).update(**fields):
+                return _instruction(operation.pk, Action.CONTINUE, "Running on this worker")
+            continue
+        if mine and (
+            operation.status == S.PENDING_RECONCILIATION
+            or (operation.status == S.FAILED and operation.presumed_orphan)
+        ):
+            if Operation.objects.transition(
+                operation.pk,
+                from_statuses=[operation.status],
+                to_status=S.RUNNING,
+                actor=worker_actor(worker_id),
+                reason="Its worker is alive again",
+                version=operation.version,
+                **fence,
+                last_heartbeat_at=now,
+                orphan_clock_from=None,
+                presumed_orphan=False,
+                error_message="",
+                completed_at=None,
+                **(progress.as_fields() if progress else {}),
+            ):
+                return _instruction(operation.pk, Action.CONTINUE, "Reconciled: running on this worker again")
+            continue
+        if operation.status == S.RUNNING:
+            reason = "It is running on another worker" if not mine else "It is running"
+        elif operation.status == S.RESUMING:
+            reason = "It is being resumed elsewhere"
+        else:
+            reason = f"It is {operation.status}"
+        return Instruction(
+            operation_id=operation.pk, action=Action.STOP, status=operation.status, attempt=operation.attempt,
+            reason=reason,
+        )
+    # Five lost races in a row: say stop, the safe answer; the worker asks again.
+    return Instruction(operation_id=report.operation_id, action=Action.STOP, status=None, reason="Contended")
+
+
+def _instruction(operation_id: str, action: Action, reason: str) -> Instruction:
+    status, attempt, cancel_requested_at = Operation.objects.values_list(
+        "status", "attempt", "cancel_requested_at"
+    ).get(pk=operation_id)
+    return Instruction(
+        operation_id=operation_id,
+        action=action,
+        status=status,
+        attempt=attempt,
+        cancel_requested_at=cancel_requested_at,
+        reason=reason,
+    )
+
+
+def _create_reported(worker_id: str, report: CurrentOperation, now: datetime) -> Instruction | None:
+    """An operation the database does not know (lost with a restored backup, say): adopt it."""
+    operation_type = parse_operation_id(report.operation_id)
+    try:
+        with transaction.atomic():
+            Operation.objects.create(
+                operation_id=report.operation_id,
+                operation_type=operation_type,
+                status=S.RUNNING,
+                worker_id=worker_id,
+                attempt=report.attempt or 1,
+                params=report.params,
+                created_at=now,
+                started_at=now,
+                last_heartbeat_at=now,
+            )
+            OperationEvent.objects.create(
+                operation_id=report.operation_id,
+                from_status="",
+                to_status=S.RUNNING,
+                reason="Unknown operation reported by its worker: recorded as running",
+                actor=worker_actor(worker_id),
+                at=now,
+            )
+    except IntegrityError:
+        return None  # created concurrently by a replay: look again
+    return _instruction(report.operation_id, Action.CONTINUE, "Recorded as running on this worker")

@@ -1,0 +1,2 @@
+def noop(operation_id: str) -> str:
+    return operation_id
