@@ -1,36 +1,37 @@
-# The project's commands. PY is the virtual environment's Python when there is one.
+# The project's commands. Each installs the virtual environment first if it is missing or stale.
+SHELL := /bin/bash
 VENV ?= .venv
-PY := $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3)
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help install test test-fast test-process run migrate
 
 help:
-	@echo "make install   create $(VENV) and install requirements.txt"
-	@echo "make test      run the whole test suite against PostgreSQL (DATABASE_URL)"
+	@echo "make test      run the whole test suite against PostgreSQL (DATABASE_URL, default 127.0.0.1:5432)"
 	@echo "make run       web + qcluster + supervise together; Ctrl+C stops all three"
+	@echo "make install   create $(VENV) and install requirements.txt"
 
-install:
-	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --upgrade pip
-	$(VENV)/bin/pip install -r requirements.txt
+install: $(STAMP)
 
-test:
+$(STAMP): requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast:
+test-fast: $(STAMP)
 	$(PY) -m pytest -m "not process" $(PYTEST_ARGS)
 
-test-process:
+test-process: $(STAMP)
 	$(PY) -m pytest -m process $(PYTEST_ARGS)
 
-migrate:
+migrate: $(STAMP)
 	$(PY) manage.py migrate --noinput
 
-# One process group: Ctrl+C (or any of the three dying) stops all of them.
+# Ctrl+C stops all three (scripts/run.sh).
 run: migrate
-	@trap 'kill 0' INT TERM EXIT; \
-	$(PY) manage.py runserver 127.0.0.1:$${PORT:-8000} & \
-	$(PY) manage.py qcluster & \
-	$(PY) manage.py supervise & \
-	wait -n
+	PY=$(PY) scripts/run.sh

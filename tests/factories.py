@@ -57,8 +57,16 @@ class OperationFactory(factory.django.DjangoModelFactory):
 
 
 class RunningOperationFactory(OperationFactory):
+    class Meta:
+        skip_postgeneration_save = True
+
     status = OperationStatus.RUNNING
     worker = factory.SubFactory(WorkerFactory, status=WorkerStatus.BUSY)
     attempt = 1
     started_at = factory.LazyFunction(timezone.now)
     last_heartbeat_at = factory.LazyFunction(timezone.now)
+
+    @factory.post_generation
+    def point_worker_at_it(operation, create, extracted, **kwargs):
+        if create and operation.worker_id:
+            Worker.objects.filter(pk=operation.worker_id).update(current_operation=operation)

@@ -1,0 +1,300 @@
+"""The state machine of SPEC §4: conditional transitions, the claim, cancel; raced on PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from operations.exceptions import OperationNotCancellable, OperationNotFound
+from operations.ids import new_operation_id
+from operations.models import Operation, OperationEvent, OperationStatus as S, Worker, WorkerStatus
+from operations.services.lifecycle import (
+    CancelOutcome,
+    operation_cancel,
+    operation_claim,
+    operation_create,
+    operation_finish,
+)
+from operations.services.workers import worker_register
+from tests.conftest import queued_operation_ids
+
+THREADS = 20
+
+
+def race(worker: Callable[[int], Any], threads: int = THREADS) -> list[Any]:
+    """Run `worker(i)` in `threads` threads released at once; return their results."""
+    barrier = threading.Barrier(threads)
+    results: list[Any] = [None] * threads
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait()
+            results[index] = worker(index)
+        except Exception as exc:  # a race must not raise; keep it to assert on
+            results[index] = exc
+        finally:
+            connection.close()
+
+    pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(timeout=60)
+    return results
+
+
+@pytest.mark.django_db
+class TestTransition:
+    def test_moves_increments_version_and_writes_event(self, operation_factory):
+        operation = operation_factory()
+        assert Operation.objects.transition(
+            operation.pk, from_statuses=[S.PENDING], to_status=S.CANCELLED, actor="test", reason="why"
+        )
+        operation.refresh_from_db()
+        assert (operation.status, operation.previous_status, operation.version) == (S.CANCELLED, S.PENDING, 1)
+        event = operation.events.get()
+        assert (event.from_status, event.to_status, event.reason, event.actor) == (S.PENDING, S.CANCELLED, "why", "test")
+
+    def test_refuses_from_other_status_and_changes_nothing(self, operation_factory):
+        operation = operation_factory(status=S.COMPLETED)
+        assert not Operation.objects.transition(
+            operation.pk, from_statuses=[S.PENDING, S.RUNNING], to_status=S.CANCELLED, actor="test"
+        )
+        operation.refresh_from_db()
+        assert (operation.status, operation.version) == (S.COMPLETED, 0)
+        assert not operation.events.exists()
+
+    def test_refuses_stale_version(self, operation_factory):
+        operation = operation_factory(status=S.CANCELLED, version=3)
+        assert not Operation.objects.transition(
+            operation.pk, from_statuses=[S.CANCELLED], to_status=S.RESUMING, actor="test", version=2
+        )
+        assert Operation.objects.transition(
+            operation.pk, from_statuses=[S.CANCELLED], to_status=S.RESUMING, actor="test", version=3
+        )
+
+    def test_fenced_on_worker_and_attempt(self, running_operation_factory, worker_factory):
+        operation = running_operation_factory(attempt=2)
+        other = worker_factory()
+        assert not Operation.objects.transition(
+            operation.pk, from_statuses=[S.RUNNING], to_status=S.FAILED, actor="t", fence_worker_id=other.pk
+        )
+        assert not Operation.objects.transition(
+            operation.pk, from_statuses=[S.RUNNING], to_status=S.FAILED, actor="t",
+            fence_worker_id=operation.worker_id, fence_attempt=1,
+        )
+        assert Operation.objects.transition(
+            operation.pk, from_statuses=[S.RUNNING], to_status=S.FAILED, actor="t",
+            fence_worker_id=operation.worker_id, fence_attempt=2,
+        )
+
+
+@pytest.mark.django_db
+class TestCreateAndClaim:
+    def test_create_enqueues_after_commit(self, training_executor, django_capture_on_commit_callbacks):
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            operation = operation_create(operation_type="training", params={"epochs": 3}, actor="cli")
+            assert queued_operation_ids() == []  # nothing is sent before the commit
+        for callback in callbacks:
+            callback()
+        assert queued_operation_ids() == [operation.pk]
+        assert operation.status == S.PENDING and operation.queued_at is not None
+        assert operation.events.get().to_status == S.PENDING
+
+    def test_backend_local_is_never_enqueued(self, django_capture_on_commit_callbacks):
+        with django_capture_on_commit_callbacks(execute=True):
+            operation = operation_create(
+                operation_type="agent_research", params={}, actor="cli", is_backend_local=True
+            )
+        assert queued_operation_ids() == []
+        assert operation.queued_at is None
+
+    def test_claim_sets_worker_attempt_and_busy(self, operation_factory, worker_factory):
+        operation = operation_factory()
+        worker = worker_factory()
+        assert operation_claim(operation_id=operation.pk, worker_id=worker.pk) == 1
+        operation.refresh_from_db()
+        worker.refresh_from_db()
+        assert (operation.status, operation.worker_id, operation.attempt) == (S.RUNNING, worker.pk, 1)
+        assert operation.started_at is not None and operation.last_heartbeat_at is not None
+        assert (worker.status, worker.current_operation_id) == (WorkerStatus.BUSY, operation.pk)
+
+    def test_second_delivery_claims_nothing(self, operation_factory, worker_factory):
+        operation = operation_factory()
+        first, second = worker_factory(), worker_factory()
+        assert operation_claim(operation_id=operation.pk, worker_id=first.pk) == 1
+        assert operation_claim(operation_id=operation.pk, worker_id=second.pk) is None
+        operation.refresh_from_db()
+        assert (operation.worker_id, operation.attempt, operation.version) == (first.pk, 1, 1)
+
+    def test_claim_of_resuming_starts_a_new_run(self, operation_factory, worker_factory):
+        worker = worker_factory()
+        operation = operation_factory(status=S.RESUMING, attempt=1, error_message="old failure")
+        assert operation_claim(operation_id=operation.pk, worker_id=worker.pk) == 2
+        operation.refresh_from_db()
+        assert operation.error_message == "" and operation.cancel_requested_at is None
+
+    @pytest.mark.parametrize("status", [S.RUNNING, S.COMPLETED, S.FAILED, S.CANCELLED, S.PENDING_RECONCILIATION])
+    def test_nothing_else_is_claimable(self, operation_factory, worker_factory, status):
+        operation = operation_factory(status=status)
+        assert operation_claim(operation_id=operation.pk, worker_id=worker_factory().pk) is None
+
+
+@pytest.mark.django_db
+class TestCancel:
+    @pytest.mark.parametrize("status", [S.PENDING, S.RESUMING, S.PENDING_RECONCILIATION])
+    def test_not_executing_is_cancelled_at_once(self, operation_factory, status):
+        operation = operation_factory(status=status)
+        assert operation_cancel(operation_id=operation.pk, actor="user:a") is CancelOutcome.CANCELLED
+        operation.refresh_from_db()
+        assert operation.status == S.CANCELLED and operation.completed_at is not None
+        assert operation.events.get().actor == "user:a"
+
+    def test_running_records_request_for_its_worker(self, running_operation_factory):
+        operation = running_operation_factory()
+        assert operation_cancel(operation_id=operation.pk, actor="user:a") is CancelOutcome.REQUESTED
+        operation.refresh_from_db()
+        assert operation.status == S.RUNNING and operation.cancel_requested_at is not None
+        version = operation.version
+        assert operation_cancel(operation_id=operation.pk, actor="user:a") is CancelOutcome.ALREADY_REQUESTED
+        operation.refresh_from_db()
+        assert operation.version == version and operation.events.count() == 1
+
+    def test_acknowledged_by_the_worker(self, running_operation_factory):
+        operation = running_operation_factory()
+        operation_cancel(operation_id=operation.pk, actor="user:a")
+        assert operation_finish(
+            operation_id=operation.pk, worker_id=operation.worker_id, attempt=1, status=S.CANCELLED
+        )
+        operation.refresh_from_db()
+        assert operation.status == S.CANCELLED
+
+    @pytest.mark.parametrize("status", [S.COMPLETED, S.FAILED, S.CANCELLED])
+    def test_terminal_is_refused(self, operation_factory, status):
+        operation = operation_factory(status=status)
+        with pytest.raises(OperationNotCancellable) as refused:
+            operation_cancel(operation_id=operation.pk, actor="user:a")
+        assert refused.value.details["current_status"] == status
+        operation.refresh_from_db()
+        assert operation.status == status and operation.version == 0
+
+    def test_missing(self, db):
+        with pytest.raises(OperationNotFound):
+            operation_cancel(operation_id=new_operation_id("training"), actor="user:a")
+
+
+@pytest.mark.django_db
+class TestFinish:
+    def test_completed_stores_result(self, running_operation_factory):
+        operation = running_operation_factory()
+        assert operation_finish(
+            operation_id=operation.pk, worker_id=operation.worker_id, attempt=1, status=S.COMPLETED,
+            result={"epochs_completed": 3},
+        )
+        operation.refresh_from_db()
+        assert operation.result == {"epochs_completed": 3} and operation.progress_percent == 100.0
+        assert Worker.objects.get(pk=operation.worker_id).status == WorkerStatus.AVAILABLE
+
+    def test_completed_is_final(self, running_operation_factory):
+        operation = running_operation_factory()
+        assert operation_finish(operation_id=operation.pk, worker_id=operation.worker_id, attempt=1, status=S.COMPLETED)
+        assert not operation_finish(
+            operation_id=operation.pk, worker_id=operation.worker_id, attempt=1, status=S.FAILED, error_message="x"
+        )
+        operation.refresh_from_db()
+        assert operation.status == S.COMPLETED and operation.error_message == ""
+
+    def test_genuinely_failed_is_not_overwritten(self, running_operation_factory):
+        operation = running_operation_factory()
+        operation_finish(
+            operation_id=operation.pk, worker_id=operation.worker_id, attempt=1, status=S.FAILED, error_message="boom"
+        )
+        assert not operation_finish(
+            operation_id=operation.pk, worker_id=operation.worker_id, attempt=1, status=S.COMPLETED
+        )
+
+
+# --- races: 20 threads, one row, exactly one winner
+
+@pytest.mark.django_db(transaction=True)
+class TestRaces:
+    def test_twenty_claims_one_winner(self, operation_factory, worker_factory):
+        operation = operation_factory()
+        workers = [worker_factory() for _ in range(THREADS)]
+        results = race(lambda i: operation_claim(operation_id=operation.pk, worker_id=workers[i].pk))
+        assert not [r for r in results if isinstance(r, Exception)], results
+        winners = [i for i, attempt in enumerate(results) if attempt is not None]
+        assert len(winners) == 1
+        operation.refresh_from_db()
+        assert operation.worker_id == workers[winners[0]].pk
+        assert (operation.status, operation.attempt, operation.version) == (S.RUNNING, 1, 1)
+        assert operation.events.filter(to_status=S.RUNNING).count() == 1
+
+    def test_twenty_versioned_transitions_one_winner(self, operation_factory):
+        operation = operation_factory(status=S.CANCELLED, version=7)
+        results = race(
+            lambda i: Operation.objects.transition(
+                operation.pk, from_statuses=[S.CANCELLED, S.FAILED], to_status=S.RESUMING,
+                actor=f"racer-{i}", version=7,
+            )
+        )
+        assert results.count(True) == 1 and results.count(False) == THREADS - 1
+        operation.refresh_from_db()
+        assert (operation.status, operation.version) == (S.RESUMING, 8)
+        assert OperationEvent.objects.filter(operation=operation).count() == 1
+
+    def test_cancel_against_claim(self, operation_factory, worker_factory):
+        """Half the threads cancel, half claim: the operation ends in exactly one consistent state."""
+        operation = operation_factory()
+        workers = [worker_factory() for _ in range(THREADS)]
+
+        def act(i: int):
+            if i % 2:
+                return operation_claim(operation_id=operation.pk, worker_id=workers[i].pk)
+            try:
+                return operation_cancel(operation_id=operation.pk, actor=f"user:{i}")
+            except OperationNotCancellable:
+                return "refused"
+
+        results = race(act)
+        assert not [r for r in results if isinstance(r, Exception)], results
+        operation.refresh_from_db()
+        claims = [r for i, r in enumerate(results) if i % 2 and r is not None]
+        cancelled_at_once = results.count(CancelOutcome.CANCELLED)
+        assert len(claims) + cancelled_at_once == 1
+        if claims:
+            assert operation.status == S.RUNNING
+            assert operation.cancel_requested_at is not None or CancelOutcome.REQUESTED not in results
+        else:
+            assert operation.status == S.CANCELLED
+
+    def test_twenty_completed_reports_apply_once(self, running_operation_factory):
+        operation = running_operation_factory()
+        results = race(
+            lambda i: operation_finish(
+                operation_id=operation.pk, worker_id=operation.worker_id, attempt=1, status=S.COMPLETED,
+                result={"racer": i},
+            )
+        )
+        assert results.count(True) == 1
+        operation.refresh_from_db()
+        assert operation.result == {"racer": results.index(True)}
+        assert operation.events.filter(to_status=S.COMPLETED).count() == 1
+
+    def test_twenty_registrations_adopt_unknown_operation_once(self, db):
+        operation_id = new_operation_id("training")
+        worker_register(worker_id="racehost:resilient:1")
+        from operations.services.workers import CurrentOperation
+
+        results = race(
+            lambda i: worker_register(
+                worker_id="racehost:resilient:1", current_operation=CurrentOperation(operation_id, attempt=1)
+            ).action.value
+        )
+        assert results == ["continue"] * THREADS
+        assert Operation.objects.filter(pk=operation_id, status=S.RUNNING).count() == 1
+        assert OperationEvent.objects.filter(operation_id=operation_id).count() == 1
