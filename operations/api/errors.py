@@ -34,7 +34,12 @@ def _first_field_error(errors: Any, prefix: str = "") -> tuple[str, str] | None:
     """The first (field path, message) in a DRF error structure, to name it in `detail`."""
     if isinstance(errors, dict):
         for name, value in errors.items():
-            path = name if not prefix else f"{prefix}.{name}"
+            if isinstance(name, int):  # a list's errors, keyed by index (DRF's LIST_SERIALIZER_ERRORS_AS_DICT)
+                path = f"{prefix}[{name}]"
+            elif name == "non_field_errors" and prefix:  # a nested object as a whole: name the field itself
+                path = prefix
+            else:
+                path = name if not prefix else f"{prefix}.{name}"
             found = _first_field_error(value, path)
             if found:
                 return found

@@ -25,6 +25,11 @@ from operations.models import (
 
 RECENT_EVENTS = 50
 
+# The largest values the columns hold (PostgreSQL integer and bigint): a larger
+# one is a 400 here, not a database error (a 500) on write.
+MAX_INTEGER = 2**31 - 1  # Operation.attempt, Worker.pid
+MAX_BIG_INTEGER = 2**63 - 1  # Operation.progress_current, progress_total
+
 
 # --- validated identifiers
 
@@ -52,13 +57,38 @@ class WorkerIdField(serializers.CharField):
     def to_internal_value(self, data: Any) -> str:
         value = super().to_internal_value(data)
         try:
-            parse_worker_id(value)
+            _host, _cluster, pid = parse_worker_id(value)
         except InvalidIdentifier:
             raise serializers.ValidationError(f"Not a worker id: expected {WORKER_ID_FORMAT}.") from None
+        if pid > MAX_INTEGER:
+            raise serializers.ValidationError(f"Not a worker id: its pid is larger than {MAX_INTEGER}.")
         return value
 
 
-class JSONObjectField(serializers.JSONField):
+class StorableJSONField(serializers.JSONField):
+    """JSON that can be stored and shown again: jsonb refuses the NUL character in a string or key,
+    and a value nested deeper than MAX_JSON_DEPTH would exhaust the stack when it is encoded."""
+
+    MAX_JSON_DEPTH = 64
+
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
+        # Iterative, not recursive, for the same reason.
+        pending = [(value, 0)]
+        while pending:
+            item, depth = pending.pop()
+            if depth > self.MAX_JSON_DEPTH:
+                raise serializers.ValidationError(f"Nested deeper than {self.MAX_JSON_DEPTH} levels.")
+            if isinstance(item, dict):
+                pending.extend((child, depth + 1) for child in [*item.keys(), *item.values()])
+            elif isinstance(item, list):
+                pending.extend((child, depth + 1) for child in item)
+            elif isinstance(item, str) and "\x00" in item:
+                raise serializers.ValidationError("Null characters are not allowed.")
+        return value
+
+
+class JSONObjectField(StorableJSONField):
     """A JSON object (not a list, string or number)."""
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
@@ -157,8 +187,8 @@ class WorkerSerializer(serializers.ModelSerializer):
 class CompletedReportInputSerializer(serializers.Serializer):
     operation_id = OperationIdField()
     status = serializers.ChoiceField(choices=[(s.value, s.label) for s in TERMINAL_STATUSES])
-    attempt = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    result = serializers.JSONField(required=False, allow_null=True)
+    attempt = serializers.IntegerField(min_value=1, max_value=MAX_INTEGER, required=False, allow_null=True)
+    result = StorableJSONField(required=False, allow_null=True)
     error_message = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
     completed_at = serializers.DateTimeField(required=False, allow_null=True)
 
@@ -168,13 +198,13 @@ class WorkerRegisterInputSerializer(serializers.Serializer):
     worker_type = serializers.CharField(max_length=32, default="api")
     capabilities = JSONObjectField(required=False, default=dict)
     current_operation_id = OperationIdField(required=False, allow_null=True)
-    current_attempt = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    current_attempt = serializers.IntegerField(min_value=1, max_value=MAX_INTEGER, required=False, allow_null=True)
     completed_operations = CompletedReportInputSerializer(many=True, required=False, default=list)
 
 
 class ProgressInputSerializer(serializers.Serializer):
-    current = serializers.IntegerField(min_value=0, required=False)
-    total = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    current = serializers.IntegerField(min_value=0, max_value=MAX_BIG_INTEGER, required=False)
+    total = serializers.IntegerField(min_value=0, max_value=MAX_BIG_INTEGER, required=False, allow_null=True)
     unit = serializers.CharField(max_length=32, required=False, allow_blank=True)
     percent = serializers.FloatField(min_value=0, max_value=100, required=False)
     message = serializers.CharField(max_length=500, required=False, allow_blank=True)
@@ -182,7 +212,7 @@ class ProgressInputSerializer(serializers.Serializer):
 
 class WorkerHeartbeatInputSerializer(serializers.Serializer):
     operation_id = OperationIdField(required=False, allow_null=True)
-    attempt = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    attempt = serializers.IntegerField(min_value=1, max_value=MAX_INTEGER, required=False, allow_null=True)
     progress = ProgressInputSerializer(required=False)
 
 

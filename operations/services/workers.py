@@ -237,8 +237,10 @@ def _apply_current(
             ):
                 return _instruction(operation.pk, Action.CONTINUE, "Reconciled: running on this worker again")
             continue
-        if operation.status == S.RUNNING:
-            reason = "It is running on another worker" if not mine else "It is running"
+        if operation.status == S.RUNNING and operation.worker_id != worker_id:
+            reason = "It is running on another worker"
+        elif operation.status == S.RUNNING:
+            reason = f"It is running as a later run (attempt {operation.attempt})"
         elif operation.status == S.RESUMING:
             reason = "It is being resumed elsewhere"
         else:

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 from operations import selectors
 from operations.api.serializers import OperationDetailSerializer, OperationSerializer
@@ -52,6 +53,8 @@ class Command(BaseCommand):
             getattr(self, f"handle_{action}")(**options)
         except ServiceError as exc:
             raise CommandError(f"{exc.code}: {exc.detail}") from None
+        except DatabaseError as exc:
+            raise CommandError(f"The database cannot be reached or is not migrated: {exc}".strip()) from None
 
     # --- list
     def handle_list(self, *, status: str | None, operation_type: str | None, limit: int, json: bool, **_: Any) -> None:

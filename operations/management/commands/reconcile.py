@@ -12,4 +12,4 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         report = reconcile_startup()
-        write_report(self, report.as_dict(), nothing="Reconcile: nothing was running.")
+        write_report(self, report.as_dict(), nothing="Reconcile: nothing was running.", verbosity=options["verbosity"])

@@ -8,10 +8,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         report = sweep_orphans()
-        write_report(self, report.as_dict(), nothing="Sweep: nothing to change.")
+        write_report(self, report.as_dict(), nothing="Sweep: nothing to change.", verbosity=options["verbosity"])
 
 
-def write_report(command: BaseCommand, changes: dict[str, list[str]], *, nothing: str) -> None:
+def write_report(command: BaseCommand, changes: dict[str, list[str]], *, nothing: str, verbosity: int = 1) -> None:
+    if verbosity == 0:
+        return
     if not any(changes.values()):
         command.stdout.write(nothing)
         return
