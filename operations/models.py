@@ -164,6 +164,11 @@ class Operation(models.Model):
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
+    @property
+    def resumable(self) -> bool:
+        """CANCELLED or FAILED with a checkpoint (the `checkpoint` relation of the checkpoint store)."""
+        return self.status in RESUMABLE_STATUSES and hasattr(self, "checkpoint")
+
 
 class OperationEvent(models.Model):
     operation = models.ForeignKey(Operation, on_delete=models.CASCADE, related_name="events")

@@ -2,7 +2,8 @@
 
 The core imports no other app. Each domain app registers, in its
 `AppConfig.ready()`, the django-q2 task that executes its operation type; the
-checkpoint store registers how to tell whether an operation has a checkpoint.
+checkpoint store registers how to tell whether an operation has a checkpoint,
+and the periodic maintenance (cleanup) that the control loop runs for it.
 """
 
 from __future__ import annotations
@@ -50,6 +51,26 @@ def enqueue_operation(operation_id: str, operation_type: str) -> str:
     if executor is None:
         raise ExecutorNotRegistered(operation_type)
     return async_task(executor.task, operation_id, task_name=operation_id, group=operation_type)
+
+
+@dataclass(frozen=True)
+class MaintenanceTask:
+    """Periodic work of a layer above the core that the control loop runs for it."""
+
+    name: str
+    interval_seconds: Callable[[], float]  # read on each pass, so settings changes apply
+    run: Callable[[], object]
+
+
+_maintenance: dict[str, MaintenanceTask] = {}
+
+
+def register_maintenance(name: str, interval_seconds: Callable[[], float], run: Callable[[], object]) -> None:
+    _maintenance[name] = MaintenanceTask(name=name, interval_seconds=interval_seconds, run=run)
+
+
+def maintenance_tasks() -> list[MaintenanceTask]:
+    return list(_maintenance.values())
 
 
 def register_checkpoint_probe(probe: Callable[[str], bool]) -> None:

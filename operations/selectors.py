@@ -2,27 +2,40 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from operations.exceptions import OperationNotFound
-from operations.models import Operation, OperationStatus
+from operations.models import RESUMABLE_STATUSES, Operation, OperationStatus
 
 
-def operation_list(*, user=None, status: str | None = None, operation_type: str | None = None) -> QuerySet[Operation]:
-    """Operations newest first; a non-staff user sees only their own (None: the command line, all)."""
-    operations = Operation.objects.select_related("owner")
+def operation_list(
+    *,
+    user=None,
+    status: str | None = None,
+    operation_type: str | None = None,
+    resumable: bool | None = None,
+) -> QuerySet[Operation]:
+    """Operations newest first; a non-staff user sees only their own (None: the command line, all).
+
+    `checkpoint` is the reverse relation the checkpoint store adds; resumable
+    means CANCELLED or FAILED with a checkpoint.
+    """
+    operations = Operation.objects.select_related("owner", "checkpoint")
     if user is not None:
         operations = operations.visible_to(user)
     if status:
         operations = operations.filter(status=status)
     if operation_type:
         operations = operations.filter(operation_type=operation_type)
+    if resumable is not None:
+        condition = Q(status__in=RESUMABLE_STATUSES, checkpoint__isnull=False)
+        operations = operations.filter(condition) if resumable else operations.exclude(condition)
     return operations.order_by("-created_at", "-operation_id")
 
 
 def operation_get(*, operation_id: str, user=None) -> Operation:
     """One operation; another user's is reported missing, exactly like a missing one."""
-    operations = Operation.objects.select_related("owner")
+    operations = Operation.objects.select_related("owner", "checkpoint")
     if user is not None:
         operations = operations.visible_to(user)
     operation = operations.filter(pk=operation_id).first()
@@ -33,3 +46,7 @@ def operation_get(*, operation_id: str, user=None) -> Operation:
 
 def operations_awaiting_reconciliation() -> int:
     return Operation.objects.filter(status=OperationStatus.PENDING_RECONCILIATION).count()
+
+
+def resumable_count(operations: QuerySet[Operation]) -> int:
+    return operations.filter(status__in=RESUMABLE_STATUSES, checkpoint__isnull=False).count()

@@ -83,3 +83,18 @@ def queued_operation_ids() -> list[str]:
     from django_q.models import OrmQ
 
     return [message.task["args"][0] for message in OrmQ.objects.order_by("id")]
+
+
+@pytest.fixture
+def checkpoint_dir(tmp_path, settings):
+    """A checkpoint storage of the test's own, in a temporary folder."""
+    folder = tmp_path / "checkpoints"
+    settings.CHECKPOINT_DIR = folder
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "checkpoints": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(folder)},
+        },
+    }
+    return folder

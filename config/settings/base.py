@@ -112,6 +112,19 @@ MODELS_DIR = env.path("MODELS_DIR", VAR_DIR / "models")
 DATA_DIR = env.path("DATA_DIR", VAR_DIR / "data")
 WORKER_STATE_DIR = env.path("WORKER_STATE_DIR", VAR_DIR / "worker-state")
 
+# Checkpoint artifacts go through Django's storage API: the "checkpoints" storage
+# is a folder (local, a shared volume or NFS) unless another backend is configured.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "checkpoints": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(CHECKPOINT_DIR), "file_permissions_mode": 0o640},
+    },
+}
+# A save folder with no committed row is a save in progress for this long, then an orphan.
+CHECKPOINT_ORPHAN_GRACE_SECONDS = env.seconds("CHECKPOINT_ORPHAN_GRACE_SECONDS", 3600)
+
 # --- liveness and reconciliation (SPEC §5)
 HEARTBEAT_INTERVAL_SECONDS = env.seconds("HEARTBEAT_INTERVAL_SECONDS", 10)
 WORKER_STALE_SECONDS = env.seconds("WORKER_STALE_SECONDS", 30)

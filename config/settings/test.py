@@ -1,8 +1,11 @@
 """Test settings: PostgreSQL, the real engine, and a fast password hasher."""
 
 import os
+import tempfile
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/resilient")
+# Checkpoints, models, data and worker state of a test run go to a folder of its own.
+os.environ.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="resilient-test-"))
 
 from config.settings.base import *  # noqa: E402,F403
 

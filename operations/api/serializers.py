@@ -112,8 +112,20 @@ class OperationEventSerializer(serializers.ModelSerializer):
         fields = ["from_status", "to_status", "reason", "actor", "at"]
 
 
+class CheckpointSummarySerializer(serializers.Serializer):
+    checkpoint_type = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    version = serializers.IntegerField()
+    state_summary = serializers.DictField(help_text="epoch, bar_index or phase")
+    state_size_bytes = serializers.IntegerField()
+    artifacts_size_bytes = serializers.IntegerField()
+    artifacts = serializers.ListField(child=serializers.CharField())
+
+
 class OperationSerializer(serializers.ModelSerializer):
     owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    checkpoint = serializers.SerializerMethodField()
+    resumable = serializers.BooleanField(read_only=True)
     worker = serializers.PrimaryKeyRelatedField(read_only=True)
     parent = serializers.PrimaryKeyRelatedField(read_only=True)
     progress = ProgressSerializer(source="*", read_only=True)
@@ -141,8 +153,15 @@ class OperationSerializer(serializers.ModelSerializer):
             "completed_at",
             "last_heartbeat_at",
             "cancel_requested_at",
+            "checkpoint",
+            "resumable",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(CheckpointSummarySerializer(allow_null=True))
+    def get_checkpoint(self, operation: Operation) -> dict[str, Any] | None:
+        checkpoint = getattr(operation, "checkpoint", None)  # the checkpoint store's reverse relation
+        return CheckpointSummarySerializer(checkpoint.summary()).data if checkpoint else None
 
 
 class OperationDetailSerializer(OperationSerializer):
@@ -161,6 +180,7 @@ class OperationDetailSerializer(OperationSerializer):
 class OperationFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=OperationStatus.choices, required=False)
     type = serializers.ChoiceField(choices=OperationType.choices, required=False)
+    resumable = serializers.BooleanField(required=False, allow_null=True, default=None)
 
 
 # --- workers

@@ -77,6 +77,7 @@ class OperationListView(generics.ListAPIView):
             user=self.request.user,
             status=filters.validated_data.get("status"),
             operation_type=filters.validated_data.get("type"),
+            resumable=filters.validated_data.get("resumable"),
         )
 
 

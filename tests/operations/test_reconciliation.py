@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from operations import registry
+from checkpoints.services import checkpoint_save
 from operations.models import ControlLoop, Operation, OperationStatus as S, Worker, WorkerStatus
 from operations.services.reconciliation import (
     BACKEND_RESTART_WITH_CHECKPOINT,
@@ -178,13 +178,12 @@ class TestStartupReconciliation:
         session.refresh_from_db()
         assert (session.status, session.error_message) == (S.FAILED, BACKEND_RESTART_WITHOUT_CHECKPOINT)
 
-    def test_backend_local_with_checkpoint_says_resumable(self, operation_factory):
+    def test_backend_local_with_checkpoint_says_resumable(self, operation_factory, checkpoint_dir):
         session = operation_factory(operation_type="agent_research", is_backend_local=True, status=S.RUNNING)
-        registry.register_checkpoint_probe(lambda operation_id: operation_id == session.pk)
-        try:
-            reconcile_startup()
-        finally:
-            registry.register_checkpoint_probe(None)
+        assert checkpoint_save(
+            operation_id=session.pk, checkpoint_type="periodic", state={"phase": "TRAINING"}, artifacts={}
+        ).saved
+        reconcile_startup()
         session.refresh_from_db()
         assert session.error_message == BACKEND_RESTART_WITH_CHECKPOINT
 

@@ -1,4 +1,4 @@
-"""`manage.py operations list|status|cancel`: thin callers of the selectors and services."""
+"""`manage.py operations list|status|cancel|resume`: thin callers of the selectors and services."""
 
 from __future__ import annotations
 
@@ -19,6 +19,14 @@ from operations.services.lifecycle import CancelOutcome, operation_cancel
 CLI_ACTOR = "cli"
 
 
+def checkpoint_cell(operation) -> str:
+    checkpoint = getattr(operation, "checkpoint", None)  # the checkpoint store's reverse relation
+    if checkpoint is None:
+        return "-"
+    where = next((f"{key} {checkpoint.state[key]}" for key in ("epoch", "bar_index", "phase") if key in checkpoint.state), "")
+    return f"{checkpoint.checkpoint_type} {where}".strip()[:22]
+
+
 def operation_id_argument(value: str) -> str:
     try:
         parse_operation_id(value)
@@ -28,7 +36,7 @@ def operation_id_argument(value: str) -> str:
 
 
 class Command(BaseCommand):
-    help = "List, inspect and cancel operations."
+    help = "List, inspect, cancel and resume operations."
 
     def add_arguments(self, parser: CommandParser) -> None:
         actions = parser.add_subparsers(dest="action", required=True, metavar="{list,status,cancel}")
@@ -36,6 +44,7 @@ class Command(BaseCommand):
         listing = actions.add_parser("list", help="List operations, newest first.")
         listing.add_argument("--status", choices=OperationStatus.values)
         listing.add_argument("--type", dest="operation_type", choices=OperationType.values)
+        listing.add_argument("--resumable", action="store_true", help="Only CANCELLED or FAILED with a checkpoint.")
         listing.add_argument("--limit", type=int, default=50, help="At most this many rows (default 50).")
         listing.add_argument("--json", action="store_true", help="Print the API's JSON body.")
 
@@ -48,6 +57,11 @@ class Command(BaseCommand):
         cancel.add_argument("--follow", action="store_true", help="Wait until the operation has stopped.")
         cancel.add_argument("--json", action="store_true", help="Print the API's JSON body.")
 
+        resume = actions.add_parser("resume", help="Resume a CANCELLED or FAILED operation from its checkpoint.")
+        resume.add_argument("operation_id")
+        resume.add_argument("--follow", action="store_true", help="Wait until the operation has ended.")
+        resume.add_argument("--json", action="store_true", help="Print the API's JSON body.")
+
     def handle(self, *args, action: str, **options: Any) -> None:
         try:
             getattr(self, f"handle_{action}")(**options)
@@ -57,24 +71,30 @@ class Command(BaseCommand):
             raise CommandError(f"The database cannot be reached or is not migrated: {exc}".strip()) from None
 
     # --- list
-    def handle_list(self, *, status: str | None, operation_type: str | None, limit: int, json: bool, **_: Any) -> None:
+    def handle_list(
+        self, *, status: str | None, operation_type: str | None, resumable: bool, limit: int, json: bool, **_: Any
+    ) -> None:
         if limit < 1:
             raise CommandError("--limit must be at least 1.")
-        operations = selectors.operation_list(status=status, operation_type=operation_type)
+        operations = selectors.operation_list(
+            status=status, operation_type=operation_type, resumable=True if resumable else None
+        )
         total = operations.count()
         rows = list(operations[:limit])
         if json:
             self.write_json({"count": total, "results": OperationSerializer(rows, many=True).data})
             return
-        header = f"{'OPERATION':<48} {'TYPE':<15} {'STATUS':<23} {'PROGRESS':>8}  WORKER"
+        header = f"{'OPERATION':<48} {'TYPE':<15} {'STATUS':<23} {'PROGRESS':>8}  {'CHECKPOINT':<22} WORKER"
         self.stdout.write(header)
         for operation in rows:
             self.stdout.write(
                 f"{operation.operation_id:<48} {operation.operation_type:<15} {operation.status:<23} "
-                f"{operation.progress_percent:>7.1f}%  {operation.worker_id or '-'}"
+                f"{operation.progress_percent:>7.1f}%  {checkpoint_cell(operation):<22} {operation.worker_id or '-'}"
             )
-        shown = f" (showing {len(rows)})" if len(rows) < total else ""
-        self.stdout.write(f"Total: {total} operations{shown}")
+        shown = f", showing {len(rows)}" if len(rows) < total else ""
+        self.stdout.write(
+            f"Total: {total} operations ({selectors.resumable_count(operations)} resumable{shown})"
+        )
 
     # --- status
     def handle_status(self, *, operation_id: str, json: bool, **_: Any) -> None:
@@ -101,6 +121,18 @@ class Command(BaseCommand):
             lines.append(f"Cancel requested: {body['cancel_requested_at']}")
         if operation.error_message:
             lines.append(f"Error:      {operation.error_message}")
+        checkpoint = body["checkpoint"]
+        if checkpoint:
+            summary = ", ".join(f"{key} {value}" for key, value in checkpoint["state_summary"].items())
+            size = checkpoint["state_size_bytes"] + checkpoint["artifacts_size_bytes"]
+            lines.append(
+                f"Checkpoint: {checkpoint['checkpoint_type']} at {checkpoint['created_at']}"
+                f"{' (' + summary + ')' if summary else ''}, {size:,} bytes"
+            )
+        else:
+            lines.append("Checkpoint: none")
+        if operation.resumable:
+            lines.append(f"Resumable:  yes (python manage.py operations resume {operation.operation_id})")
         lines.append("Events:")
         for event in body["recent_events"][:10]:
             lines.append(
@@ -125,6 +157,25 @@ class Command(BaseCommand):
             self.wait_until_stopped(operation_id, quiet=json)
         if json:
             self.write_json(OperationDetailSerializer(selectors.operation_get(operation_id=operation_id)).data)
+
+    # --- resume
+    def handle_resume(self, *, operation_id: str, follow: bool, json: bool, **_: Any) -> None:
+        from checkpoints.resume import operation_resume  # the interface reaches up; the core never does
+
+        operation_id = operation_id_argument(operation_id)
+        result = operation_resume(operation_id=operation_id, actor=CLI_ACTOR)
+        if not json:
+            origin = result.resumed_from
+            where = ", ".join(f"{key} {origin[key]}" for key in ("epoch", "bar_index", "phase") if key in origin)
+            self.stdout.write(
+                f"Operation {operation_id} is RESUMING from its {origin['checkpoint_type']} checkpoint"
+                f"{' (' + where + ')' if where else ''}."
+            )
+        if follow:
+            self.wait_until_stopped(operation_id, quiet=json)
+        if json:
+            body = OperationDetailSerializer(selectors.operation_get(operation_id=operation_id)).data
+            self.write_json({**body, "resumed_from": result.resumed_from} if not follow else body)
 
     def wait_until_stopped(self, operation_id: str, *, quiet: bool, poll_seconds: float = 0.5) -> None:
         last = None

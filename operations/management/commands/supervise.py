@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections
 
+from operations import registry
 from operations.services.reconciliation import reconcile_startup, sweep_orphans
 
 logger = logging.getLogger("operations.supervise")
@@ -19,7 +20,8 @@ logger = logging.getLogger("operations.supervise")
 class Command(BaseCommand):
     help = (
         "Run the control loop: reconcile once at start, then sweep orphans every "
-        "ORPHAN_CHECK_INTERVAL_SECONDS. SIGTERM or SIGINT stops it cleanly."
+        "ORPHAN_CHECK_INTERVAL_SECONDS and run checkpoint cleanup every "
+        "CHECKPOINT_CLEANUP_INTERVAL_HOURS. SIGTERM or SIGINT stops it cleanly."
     )
 
     def add_arguments(self, parser) -> None:
@@ -30,6 +32,7 @@ class Command(BaseCommand):
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self.request_stop)
         self.next_sweep_at = 0.0
+        self.next_maintenance_at: dict[str, float] = {}
         self.stdout.write(f"Control loop started (sweep every {settings.ORPHAN_CHECK_INTERVAL_SECONDS:g}s).")
         self.reconciled = False
         while not self.stopping.is_set():
@@ -48,7 +51,7 @@ class Command(BaseCommand):
     def run_pass(self) -> bool:
         """One pass over the units of work; returns whether any of them found work."""
         try:
-            return self.reconcile_once() | self.sweep_if_due()
+            return self.reconcile_once() | self.sweep_if_due() | self.maintenance_if_due()
         except DatabaseError as exc:
             # The database is down or restarting: keep the loop alive and try again.
             logger.warning("Control loop pass failed, will retry: %s", exc)
@@ -70,6 +73,23 @@ class Command(BaseCommand):
         self.next_sweep_at = time.monotonic() + settings.ORPHAN_CHECK_INTERVAL_SECONDS
         if report.changed:
             self.stdout.write(f"Sweep: {report.as_dict()}")
+        return False
+
+    def maintenance_if_due(self) -> bool:
+        """Periodic work registered by the layers above (checkpoint cleanup), each on its interval."""
+        for task in registry.maintenance_tasks():
+            if time.monotonic() < self.next_maintenance_at.get(task.name, 0.0):
+                continue
+            try:
+                outcome = task.run()
+            except DatabaseError:
+                raise
+            except Exception:  # one failing task must not stop the control loop
+                logger.exception("Maintenance %r failed", task.name)
+                outcome = None
+            self.next_maintenance_at[task.name] = time.monotonic() + task.interval_seconds()
+            if outcome and any(outcome.values() if isinstance(outcome, dict) else [outcome]):
+                self.stdout.write(f"{task.name.capitalize()}: {outcome}")
         return False
 
     def sleep_seconds(self) -> float:

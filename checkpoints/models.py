@@ -1,0 +1,64 @@
+"""The latest checkpoint of an operation: small state in the row, large artifacts as files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+
+from operations.models import Operation
+
+# The keys of a state that say how far the operation had come, per kind of operation.
+PROGRESS_KEYS = ("epoch", "bar_index", "phase")
+
+
+class CheckpointType(models.TextChoices):
+    PERIODIC = "periodic", "Periodic"
+    CANCELLATION = "cancellation", "Cancellation"
+    FAILURE = "failure", "Failure"
+    SHUTDOWN = "shutdown", "Shutdown"
+
+
+class Checkpoint(models.Model):
+    """At most one per operation; the row is the commit point of a save.
+
+    It always points at a complete artifact folder whose files match the
+    manifest: a save writes a new folder first and moves the row to it in one
+    transaction; the previous folder is removed only after that commit.
+    """
+
+    operation = models.OneToOneField(
+        Operation, primary_key=True, on_delete=models.CASCADE, related_name="checkpoint"
+    )
+    checkpoint_type = models.CharField(max_length=16, choices=CheckpointType.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+    state = models.JSONField(default=dict)
+    artifacts_path = models.CharField(max_length=300, help_text="Folder of the artifacts in the checkpoint storage.")
+    manifest = models.JSONField(default=list, help_text="For each artifact: name, size, sha256.")
+    state_size_bytes = models.BigIntegerField(default=0)
+    artifacts_size_bytes = models.BigIntegerField(default=0)
+    version = models.PositiveIntegerField(default=1, help_text="Incremented by every save.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["created_at"], name="checkpoint_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.checkpoint_type} checkpoint of {self.operation_id}"
+
+    @property
+    def total_size_bytes(self) -> int:
+        return self.state_size_bytes + self.artifacts_size_bytes
+
+    def summary(self) -> dict[str, Any]:
+        """What an operation body shows of its checkpoint, without reading any artifact."""
+        return {
+            "checkpoint_type": self.checkpoint_type,
+            "created_at": self.created_at,
+            "version": self.version,
+            "state_summary": {key: self.state[key] for key in PROGRESS_KEYS if key in self.state},
+            "state_size_bytes": self.state_size_bytes,
+            "artifacts_size_bytes": self.artifacts_size_bytes,
+            "artifacts": [artifact["name"] for artifact in self.manifest],
+        }

@@ -1,0 +1,299 @@
+"""Save, load, validate, delete and clean up checkpoints (SPEC §6).
+
+A save is crash-safe because the database row is its commit point:
+1. the artifacts are written into a folder no row points at yet;
+2. one transaction moves the row to that folder (fenced: the operation must
+   still be this worker's run);
+3. only after that commit is the previous folder removed.
+A SIGKILL at any moment leaves the row pointing at a complete folder; the
+leftovers (a partial new folder, or an old one not yet removed) have no row
+and are removed by the orphan sweep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import DatabaseError, transaction
+from django.db.models import Count, Min, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from checkpoints.exceptions import CheckpointCorrupted, CheckpointNotFound
+from checkpoints.models import Checkpoint, CheckpointType
+from checkpoints.storage import ARTIFACT_NAME_RE, checkpoint_storage, delete_tree
+from operations.ids import is_operation_id
+from operations.models import Operation, OperationStatus
+
+logger = logging.getLogger(__name__)
+
+S = OperationStatus
+# Operations whose checkpoint cleanup by age must not touch: they are being executed or resumed.
+ACTIVE_STATUSES = (S.PENDING, S.RUNNING, S.RESUMING, S.PENDING_RECONCILIATION)
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The run a worker executes; its checkpoint writes apply only while the operation is still that run."""
+
+    worker_id: str
+    attempt: int
+
+
+@dataclass
+class SaveResult:
+    saved: bool
+    checkpoint: Checkpoint | None = None
+    error: str = ""
+    seconds: float = 0.0
+
+
+class _Fenced(Exception):
+    pass
+
+
+def checkpoint_save(
+    *,
+    operation_id: str,
+    checkpoint_type: str,
+    state: dict[str, Any],
+    artifacts: Mapping[str, bytes],
+    fence: Fence | None = None,
+) -> SaveResult:
+    """Save the latest checkpoint of an operation; never raises (a failed save is logged and reported)."""
+    started = time.monotonic()
+    storage = checkpoint_storage()
+    folder = ""
+    try:
+        if checkpoint_type not in CheckpointType.values:
+            raise ValueError(f"unknown checkpoint type {checkpoint_type!r}")
+        state_size = len(json.dumps(state, allow_nan=False).encode())
+        folder = f"{operation_id}/{timezone.now():%Y%m%dT%H%M%S%f}-{secrets.token_hex(4)}"
+        manifest = _write_artifacts(storage, folder, artifacts)
+        with transaction.atomic():
+            checkpoint, previous_folder = _commit(
+                operation_id, checkpoint_type, state, state_size, folder, manifest, fence
+            )
+        if previous_folder and previous_folder != folder:
+            delete_tree(storage, previous_folder)
+        return SaveResult(saved=True, checkpoint=checkpoint, seconds=time.monotonic() - started)
+    except Exception as exc:  # a checkpoint failure never kills the operation
+        if folder:
+            try:
+                delete_tree(storage, folder)
+            except Exception:  # the orphan sweep will remove it
+                logger.exception("Could not remove the files of a failed save of %s", operation_id)
+        reason = "fenced: the operation is no longer this worker's run" if isinstance(exc, _Fenced) else str(exc)
+        logger.warning("Checkpoint of %s not saved: %s", operation_id, reason)
+        return SaveResult(saved=False, error=reason or type(exc).__name__, seconds=time.monotonic() - started)
+
+
+def _write_artifacts(storage, folder: str, artifacts: Mapping[str, bytes]) -> list[dict[str, Any]]:
+    manifest = []
+    for name, data in artifacts.items():
+        if not ARTIFACT_NAME_RE.match(name):
+            raise ValueError(f"invalid artifact name {name!r}")
+        stored = storage.save(f"{folder}/{name}", ContentFile(data))
+        if stored != f"{folder}/{name}":
+            raise OSError(f"storage renamed artifact {name!r} to {stored!r}")
+        manifest.append({"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    return manifest
+
+
+def _commit(operation_id, checkpoint_type, state, state_size, folder, manifest, fence):
+    """Move the row to the new folder; return it and the folder it pointed at before."""
+    operations = Operation.objects.select_for_update().filter(pk=operation_id)
+    if fence is not None:
+        operations = operations.filter(
+            worker_id=fence.worker_id,
+            attempt=fence.attempt,
+            status__in=[S.RUNNING, S.PENDING_RECONCILIATION],
+        )
+    if not operations.exists():  # also locks the row against a concurrent transition
+        raise _Fenced() if fence is not None else CheckpointNotFound(operation_id)
+    values = {
+        "checkpoint_type": checkpoint_type,
+        "created_at": timezone.now(),
+        "state": state,
+        "artifacts_path": folder,
+        "manifest": manifest,
+        "state_size_bytes": state_size,
+        "artifacts_size_bytes": sum(artifact["size"] for artifact in manifest),
+    }
+    previous = Checkpoint.objects.filter(operation_id=operation_id).values("artifacts_path", "version").first()
+    if previous is None:
+        checkpoint = Checkpoint.objects.create(operation_id=operation_id, version=1, **values)
+        return checkpoint, None
+    Checkpoint.objects.filter(operation_id=operation_id, version=previous["version"]).update(
+        version=previous["version"] + 1, **values
+    )
+    return Checkpoint.objects.get(operation_id=operation_id), previous["artifacts_path"]
+
+
+# --- reading
+
+@dataclass
+class LoadedCheckpoint:
+    checkpoint: Checkpoint
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.checkpoint.state
+
+
+def checkpoint_get(operation_id: str) -> Checkpoint:
+    """The checkpoint row (state included); reads no artifact."""
+    checkpoint = Checkpoint.objects.select_related("operation").filter(operation_id=operation_id).first()
+    if checkpoint is None:
+        raise CheckpointNotFound(operation_id)
+    return checkpoint
+
+
+def checkpoint_load(operation_id: str) -> LoadedCheckpoint:
+    """The checkpoint with its artifacts, each checked against the manifest."""
+    checkpoint = checkpoint_get(operation_id)
+    return LoadedCheckpoint(checkpoint=checkpoint, artifacts=_read_verified(checkpoint))
+
+
+def checkpoint_validate(checkpoint: Checkpoint) -> None:
+    """Raise CheckpointCorrupted naming every artifact that is missing, of the wrong size or checksum."""
+    _read_verified(checkpoint)
+
+
+def _read_verified(checkpoint: Checkpoint) -> dict[str, bytes]:
+    storage = checkpoint_storage()
+    artifacts: dict[str, bytes] = {}
+    problems: list[dict[str, Any]] = []
+    for entry in checkpoint.manifest:
+        path = f"{checkpoint.artifacts_path}/{entry['name']}"
+        try:
+            with storage.open(path, "rb") as handle:
+                data = handle.read()
+        except (FileNotFoundError, OSError):
+            problems.append({"name": entry["name"], "problem": "missing"})
+            continue
+        if len(data) != entry["size"]:
+            problems.append(
+                {"name": entry["name"], "problem": f"size {len(data)} bytes, expected {entry['size']}"}
+            )
+        elif hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            problems.append({"name": entry["name"], "problem": "sha256 mismatch"})
+        else:
+            artifacts[entry["name"]] = data
+    if problems:
+        raise CheckpointCorrupted(checkpoint.operation_id, problems)
+    return artifacts
+
+
+# --- deleting and cleaning up
+
+def checkpoint_delete(operation_id: str) -> bool:
+    """Delete the row, then its folder; return whether there was a checkpoint."""
+    with transaction.atomic():
+        row = Checkpoint.objects.select_for_update().filter(operation_id=operation_id).values("artifacts_path").first()
+        if row is None:
+            return False
+        Checkpoint.objects.filter(operation_id=operation_id).delete()
+    delete_tree(checkpoint_storage(), row["artifacts_path"])
+    _remove_empty_operation_folder(operation_id)
+    return True
+
+
+def checkpoints_expired(max_age_days: float, *, now: datetime | None = None):
+    """Checkpoints older than `max_age_days`, except those of operations being executed or resumed."""
+    cutoff = (now or timezone.now()) - timedelta(days=max_age_days)
+    return Checkpoint.objects.filter(created_at__lt=cutoff).exclude(operation__status__in=ACTIVE_STATUSES)
+
+
+def checkpoint_cleanup(*, max_age_days: float | None = None, dry_run: bool = False) -> list[str]:
+    """Delete checkpoints older than max_age_days (default CHECKPOINT_MAX_AGE_DAYS); return their operations."""
+    max_age = settings.CHECKPOINT_MAX_AGE_DAYS if max_age_days is None else max_age_days
+    expired = list(checkpoints_expired(max_age).order_by("created_at").values_list("operation_id", flat=True))
+    if dry_run:
+        return expired
+    return [operation_id for operation_id in expired if checkpoint_delete(operation_id)]
+
+
+def checkpoint_sweep_orphans(*, grace_seconds: float | None = None, dry_run: bool = False) -> list[str]:
+    """Remove artifact folders that no committed row points at; return them.
+
+    A folder younger than the grace period may be a save in progress (its row
+    is not committed yet) and is left alone. Names that are not operation ids
+    are never touched.
+    """
+    grace = settings.CHECKPOINT_ORPHAN_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    cutoff = timezone.now() - timedelta(seconds=grace)
+    storage = checkpoint_storage()
+    if not storage.exists(""):
+        return []
+    committed = dict(Checkpoint.objects.values_list("operation_id", "artifacts_path"))
+    removed: list[str] = []
+    operation_folders, _files = storage.listdir("")
+    for operation_id in sorted(operation_folders):
+        if not is_operation_id(operation_id):
+            continue
+        save_folders, loose_files = storage.listdir(operation_id)
+        for name in [*save_folders, *loose_files]:
+            path = f"{operation_id}/{name}"
+            if committed.get(operation_id) == path or storage.get_modified_time(path) > cutoff:
+                continue
+            removed.append(path)
+            if not dry_run:
+                if name in save_folders:
+                    delete_tree(storage, path)
+                else:
+                    storage.delete(path)
+        if not dry_run:
+            _remove_empty_operation_folder(operation_id)
+    if removed:
+        logger.info("Checkpoint orphan sweep removed %s", removed)
+    return removed
+
+
+def checkpoint_maintenance() -> dict[str, list[str]]:
+    """What the control loop runs every CHECKPOINT_CLEANUP_INTERVAL_HOURS: cleanup by age, then orphan folders."""
+    return {"expired": checkpoint_cleanup(), "orphan_folders": checkpoint_sweep_orphans()}
+
+
+def _remove_empty_operation_folder(operation_id: str) -> None:
+    storage = checkpoint_storage()
+    try:
+        folders, files = storage.listdir(operation_id)
+        if not folders and not files:
+            storage.delete(operation_id)
+    except OSError:
+        pass
+
+
+def checkpoint_stats(checkpoints=None) -> dict[str, Any]:
+    checkpoints = Checkpoint.objects.all() if checkpoints is None else checkpoints
+    totals = checkpoints.aggregate(
+        total=Count("pk"),
+        size=Coalesce(Sum("state_size_bytes"), 0) + Coalesce(Sum("artifacts_size_bytes"), 0),
+        oldest=Min("created_at"),
+    )
+    by_type = dict(checkpoints.order_by().values_list("checkpoint_type").annotate(count=Count("pk")))
+    return {
+        "total_checkpoints": totals["total"],
+        "total_size_bytes": totals["size"],
+        "oldest_checkpoint": totals["oldest"],
+        "by_type": {kind: by_type.get(kind, 0) for kind in CheckpointType.values},
+    }
+
+
+def operation_has_checkpoint(operation_id: str) -> bool:
+    try:
+        return Checkpoint.objects.filter(operation_id=operation_id).exists()
+    except DatabaseError:
+        return False
