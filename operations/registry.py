@@ -17,18 +17,24 @@ from operations.exceptions import ExecutorNotRegistered
 logger = logging.getLogger(__name__)
 
 
+RUN_OPERATION_TASK = "operations.runtime.tasks.run_operation"
+
+
 @dataclass(frozen=True)
 class Executor:
     operation_type: str
     task: str  # dotted path of the django-q2 task, called with the operation id
+    runner: str | None = None  # dotted path of the runner class the runtime's task executes
 
 
 _executors: dict[str, Executor] = {}
 _checkpoint_probe: Callable[[str], bool] | None = None
 
 
-def register_executor(operation_type: str, task: str) -> None:
-    _executors[operation_type] = Executor(operation_type=operation_type, task=task)
+def register_executor(operation_type: str, task: str = RUN_OPERATION_TASK, *, runner: str | None = None) -> None:
+    """Say how an operation type is executed: by the runtime's task and the domain's runner (the
+    usual case), or by a task of its own."""
+    _executors[operation_type] = Executor(operation_type=operation_type, task=task, runner=runner)
 
 
 def unregister_executor(operation_type: str) -> None:

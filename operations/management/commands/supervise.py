@@ -25,7 +25,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--once", action="store_true", help="Reconcile, sweep once and exit.")
+        parser.add_argument(
+            "--once", action="store_true", help="Reconcile, sweep and run due maintenance once, then exit."
+        )
 
     def handle(self, *args, once: bool = False, **options) -> None:
         self.stopping = threading.Event()
@@ -35,11 +37,13 @@ class Command(BaseCommand):
         self.next_maintenance_at: dict[str, float] = {}
         self.stdout.write(f"Control loop started (sweep every {settings.ORPHAN_CHECK_INTERVAL_SECONDS:g}s).")
         self.reconciled = False
-        while not self.stopping.is_set():
+        if once:
+            self.reconcile_once()
+            self.sweep_if_due()
+            self.maintenance_if_due()
+        while not once and not self.stopping.is_set():
             close_old_connections()
             found = self.run_pass()
-            if once and self.reconciled:
-                break
             if not found:
                 self.stopping.wait(self.sleep_seconds())
         self.stdout.write("Control loop stopped.")

@@ -1,0 +1,99 @@
+"""What a runner sees of its run: its parameters, the checkpoint to resume from, progress and stop requests."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from checkpoints.services import Fence, LoadedCheckpoint, SaveResult, checkpoint_save
+from operations.services.workers import Progress
+
+
+class OperationStopped(Exception):
+    """Raised inside a runner at a safe point when the run must end early."""
+
+
+class OperationCancelled(OperationStopped):
+    pass
+
+
+class OperationAbandoned(OperationStopped):
+    """The control plane says this run is no longer ours: stop without writing anything."""
+
+
+class Runner(Protocol):
+    """The domain side of an operation (a training run, a backtest)."""
+
+    def run(self) -> dict[str, Any]:
+        """Do the work from the context's checkpoint, if any; return the result. Call
+        `context.raise_if_stopping()` at safe points (between batches or bars)."""
+
+    def checkpoint_payload(self) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+        """State and artifacts of the last consistent point (None before the first)."""
+
+
+@dataclass
+class StopFlags:
+    cancel: threading.Event
+    abandon: threading.Event
+
+
+class RunContext:
+    def __init__(
+        self,
+        *,
+        operation_id: str,
+        operation_type: str,
+        params: dict[str, Any],
+        worker_id: str,
+        attempt: int,
+        resume_from: LoadedCheckpoint | None,
+    ) -> None:
+        self.operation_id = operation_id
+        self.operation_type = operation_type
+        self.params = params
+        self.worker_id = worker_id
+        self.attempt = attempt
+        self.resume_from = resume_from
+        self.cancel_requested = threading.Event()
+        self.abandoned = threading.Event()
+        self.checkpoint_seconds = 0.0
+        self._progress_lock = threading.Lock()
+        self._progress: Progress | None = None
+
+    @property
+    def fence(self) -> Fence:
+        return Fence(worker_id=self.worker_id, attempt=self.attempt)
+
+    # --- progress: kept in memory, written by the heartbeat thread (never per batch)
+    def report_progress(
+        self, *, current: int, total: int | None, unit: str, message: str = "", percent: float | None = None
+    ) -> None:
+        if percent is None and total:
+            percent = min(100.0, 100.0 * current / total)
+        with self._progress_lock:
+            self._progress = Progress(current=current, total=total, unit=unit, percent=percent, message=message)
+
+    def take_progress(self) -> Progress | None:
+        with self._progress_lock:
+            return self._progress
+
+    # --- stopping
+    def raise_if_stopping(self) -> None:
+        if self.abandoned.is_set():
+            raise OperationAbandoned(self.operation_id)
+        if self.cancel_requested.is_set():
+            raise OperationCancelled(self.operation_id)
+
+    # --- checkpoints, fenced on this run
+    def save_checkpoint(self, checkpoint_type: str, state: dict[str, Any], artifacts: dict[str, bytes]) -> SaveResult:
+        result = checkpoint_save(
+            operation_id=self.operation_id,
+            checkpoint_type=checkpoint_type,
+            state=state,
+            artifacts=artifacts,
+            fence=self.fence,
+        )
+        self.checkpoint_seconds += result.seconds
+        return result

@@ -1,0 +1,142 @@
+"""The django-q2 task that executes an operation."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import traceback
+from typing import Any
+
+from django.utils.module_loading import import_string
+
+from checkpoints.exceptions import CheckpointCorrupted
+from checkpoints.models import CheckpointType
+from checkpoints.models import Checkpoint
+from checkpoints.services import checkpoint_delete, checkpoint_load
+from operations import registry
+from operations.models import Operation, OperationStatus
+from operations.runtime.context import OperationAbandoned, OperationCancelled, RunContext
+from operations.runtime.heartbeat import Heartbeat
+from operations.services.lifecycle import operation_claim, operation_finish
+from operations.services.workers import worker_register
+
+logger = logging.getLogger(__name__)
+
+S = OperationStatus
+
+
+def current_worker_id() -> str:
+    from django_q.conf import Conf
+
+    host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname()) or "host"
+    cluster = "".join(c if c.isalnum() or c in "._-" else "-" for c in str(Conf.CLUSTER_NAME)) or "cluster"
+    return f"{host}:{cluster}:{os.getpid()}"
+
+
+def run_operation(operation_id: str) -> str:
+    """Execute one operation; safe to deliver more than once.
+
+    1. Register this worker process; claim the operation (nothing to claim:
+       a duplicate or late delivery, return).
+    2. Load its checkpoint if it is being resumed (corrupted: FAILED).
+    3. Run the domain's runner with a heartbeat thread beside it.
+    4. Record the outcome, fenced on this run: COMPLETED (checkpoint deleted),
+       CANCELLED with a cancellation checkpoint, or FAILED with a failure
+       checkpoint; told to stop, write nothing.
+    """
+    worker_id = current_worker_id()
+    worker_register(worker_id=worker_id, worker_type="qcluster", capabilities=capabilities())
+    attempt = operation_claim(operation_id=operation_id, worker_id=worker_id)
+    if attempt is None:
+        return "not claimed"
+    operation = Operation.objects.get(pk=operation_id)
+    finish = _Finisher(operation_id, worker_id, attempt)
+
+    executor = registry.get_executor(operation.operation_type)
+    if executor is None or executor.runner is None:
+        finish.failed(f"No runner is registered for {operation.operation_type} operations")
+        return "failed"
+    try:
+        resume_from = checkpoint_load(operation_id) if Checkpoint.objects.filter(pk=operation_id).exists() else None
+    except CheckpointCorrupted as exc:
+        finish.failed(f"{exc.code}: {exc.detail}")
+        return "failed"
+
+    context = RunContext(
+        operation_id=operation_id,
+        operation_type=operation.operation_type,
+        params=operation.params,
+        worker_id=worker_id,
+        attempt=attempt,
+        resume_from=resume_from,
+    )
+    runner = import_string(executor.runner)(context)
+    heartbeat = Heartbeat(context)
+    heartbeat.start()
+    try:
+        result = runner.run()
+    except OperationAbandoned:
+        logger.warning("Abandoned %s: the control plane gave it to another run", operation_id)
+        return "abandoned"
+    except OperationCancelled:
+        saved = _save_payload(context, runner, CheckpointType.CANCELLATION)
+        finish.done(S.CANCELLED, reason="Cancelled by request" + (" - checkpoint saved" if saved else ""))
+        return "cancelled"
+    except Exception as exc:
+        logger.exception("Operation %s failed", operation_id)
+        _save_payload(context, runner, CheckpointType.FAILURE)
+        finish.failed(f"{type(exc).__name__}: {exc}", trace=traceback.format_exc())
+        return "failed"
+    finally:
+        heartbeat.stop()
+    if finish.done(S.COMPLETED, result=result, reason="Completed"):
+        checkpoint_delete(operation_id)
+    return "completed"
+
+
+def capabilities() -> dict[str, Any]:
+    capabilities: dict[str, Any] = {"cpu_count": os.cpu_count(), "device": "cpu", "gpu": None}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            capabilities.update(device="cuda", gpu=torch.cuda.get_device_name(0))
+    except ImportError:
+        pass
+    return capabilities
+
+
+def _save_payload(context: RunContext, runner, checkpoint_type: str) -> bool:
+    try:
+        payload = runner.checkpoint_payload()
+    except Exception:
+        logger.exception("Could not take the %s checkpoint state of %s", checkpoint_type, context.operation_id)
+        return False
+    if payload is None:
+        return False
+    state, artifacts = payload
+    return context.save_checkpoint(checkpoint_type, state, artifacts).saved
+
+
+class _Finisher:
+    def __init__(self, operation_id: str, worker_id: str, attempt: int) -> None:
+        self.operation_id, self.worker_id, self.attempt = operation_id, worker_id, attempt
+
+    def done(self, status: str, *, result: Any = None, error: str = "", reason: str = "") -> bool:
+        won = operation_finish(
+            operation_id=self.operation_id,
+            worker_id=self.worker_id,
+            attempt=self.attempt,
+            status=status,
+            result=result,
+            error_message=error,
+            reason=reason,
+        )
+        if not won:
+            logger.warning("Outcome %s of %s not recorded: no longer this run's", status, self.operation_id)
+        return won
+
+    def failed(self, error: str, trace: str = "") -> bool:
+        logger.error("Operation %s failed: %s\n%s", self.operation_id, error, trace)
+        return self.done(S.FAILED, error=error[:10_000], reason=error[:500])
