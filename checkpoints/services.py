@@ -25,7 +25,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import DatabaseError, transaction
-from django.db.models import Count, Min, Sum
+from django.db.models import Count, Min, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -75,6 +75,8 @@ def checkpoint_save(
     storage = checkpoint_storage()
     folder = ""
     try:
+        if not is_operation_id(operation_id):  # it becomes a file path
+            raise ValueError(f"{operation_id!r} is not an operation id")
         if checkpoint_type not in CheckpointType.values:
             raise ValueError(f"unknown checkpoint type {checkpoint_type!r}")
         state_size = len(json.dumps(state, allow_nan=False).encode())
@@ -84,18 +86,23 @@ def checkpoint_save(
             checkpoint, previous_folder = _commit(
                 operation_id, checkpoint_type, state, state_size, folder, manifest, fence
             )
-        if previous_folder and previous_folder != folder:
-            delete_tree(storage, previous_folder)
-        return SaveResult(saved=True, checkpoint=checkpoint, seconds=time.monotonic() - started)
     except Exception as exc:  # a checkpoint failure never kills the operation
         if folder:
             try:
                 delete_tree(storage, folder)
+                _remove_empty_operation_folder(operation_id)
             except Exception:  # the orphan sweep will remove it
                 logger.exception("Could not remove the files of a failed save of %s", operation_id)
         reason = "fenced: the operation is no longer this worker's run" if isinstance(exc, _Fenced) else str(exc)
         logger.warning("Checkpoint of %s not saved: %s", operation_id, reason)
         return SaveResult(saved=False, error=reason or type(exc).__name__, seconds=time.monotonic() - started)
+    # Committed: the row points at the new folder, so a failure from here on must not remove it.
+    if previous_folder and previous_folder != folder:
+        try:
+            delete_tree(storage, previous_folder)
+        except Exception:  # the orphan sweep will remove it
+            logger.exception("Could not remove the previous checkpoint folder %s", previous_folder)
+    return SaveResult(saved=True, checkpoint=checkpoint, seconds=time.monotonic() - started)
 
 
 def _write_artifacts(storage, folder: str, artifacts: Mapping[str, bytes]) -> list[dict[str, Any]]:
@@ -198,10 +205,18 @@ def _read_verified(checkpoint: Checkpoint) -> dict[str, bytes]:
 
 # --- deleting and cleaning up
 
-def checkpoint_delete(operation_id: str) -> bool:
-    """Delete the row, then its folder; return whether there was a checkpoint."""
+def checkpoint_delete(operation_id: str, *, only_if: Q | None = None) -> bool:
+    """Delete the row, then its folder; return whether there was a checkpoint.
+
+    `only_if` is checked again under the operation's row lock (cleanup: still
+    expired, and the operation still not being executed or resumed).
+    """
     with transaction.atomic():
-        row = Checkpoint.objects.select_for_update().filter(operation_id=operation_id).values("artifacts_path").first()
+        Operation.objects.select_for_update().filter(pk=operation_id).exists()
+        rows = Checkpoint.objects.filter(operation_id=operation_id)
+        if only_if is not None:
+            rows = rows.filter(only_if)
+        row = rows.values("artifacts_path").first()
         if row is None:
             return False
         Checkpoint.objects.filter(operation_id=operation_id).delete()
@@ -210,19 +225,25 @@ def checkpoint_delete(operation_id: str) -> bool:
     return True
 
 
+def _expired(max_age_days: float, now: datetime | None = None) -> Q:
+    cutoff = (now or timezone.now()) - timedelta(days=max_age_days)
+    return Q(created_at__lt=cutoff) & ~Q(operation__status__in=ACTIVE_STATUSES)
+
+
 def checkpoints_expired(max_age_days: float, *, now: datetime | None = None):
     """Checkpoints older than `max_age_days`, except those of operations being executed or resumed."""
-    cutoff = (now or timezone.now()) - timedelta(days=max_age_days)
-    return Checkpoint.objects.filter(created_at__lt=cutoff).exclude(operation__status__in=ACTIVE_STATUSES)
+    return Checkpoint.objects.filter(_expired(max_age_days, now))
 
 
 def checkpoint_cleanup(*, max_age_days: float | None = None, dry_run: bool = False) -> list[str]:
     """Delete checkpoints older than max_age_days (default CHECKPOINT_MAX_AGE_DAYS); return their operations."""
     max_age = settings.CHECKPOINT_MAX_AGE_DAYS if max_age_days is None else max_age_days
-    expired = list(checkpoints_expired(max_age).order_by("created_at").values_list("operation_id", flat=True))
+    now = timezone.now()
+    expired = list(checkpoints_expired(max_age, now=now).order_by("created_at").values_list("operation_id", flat=True))
     if dry_run:
         return expired
-    return [operation_id for operation_id in expired if checkpoint_delete(operation_id)]
+    still_expired = _expired(max_age, now)  # a resume may have started since the list was read
+    return [operation_id for operation_id in expired if checkpoint_delete(operation_id, only_if=still_expired)]
 
 
 def checkpoint_sweep_orphans(*, grace_seconds: float | None = None, dry_run: bool = False) -> list[str]:

@@ -6,7 +6,8 @@ import re
 
 from django.core.files.storage import Storage, storages
 
-ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+# \Z, not $: $ also matches before a trailing newline.
+ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\Z")
 
 
 def checkpoint_storage() -> Storage:

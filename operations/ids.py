@@ -11,12 +11,12 @@ from django.utils import timezone
 OPERATION_TYPES = ("training", "backtesting", "agent_research")
 OPERATION_ID_PATTERN = r"op_(?:training|backtesting|agent_research)_\d{8}_\d{6}_[0-9a-f]{8}"
 OPERATION_ID_RE = re.compile(
-    r"^op_(?P<type>training|backtesting|agent_research)_(?P<date>\d{8})_(?P<time>\d{6})_[0-9a-f]{8}$"
+    r"^op_(?P<type>training|backtesting|agent_research)_(?P<date>\d{8})_(?P<time>\d{6})_[0-9a-f]{8}\Z"
 )
 OPERATION_ID_FORMAT = "op_<type>_<YYYYMMDD>_<HHMMSS>_<8 hex>"
 
 # <host>:<cluster>:<pid>; host names may hold dots and dashes, never colons.
-WORKER_ID_RE = re.compile(r"^(?P<host>[A-Za-z0-9._-]{1,200}):(?P<cluster>[A-Za-z0-9._-]{1,100}):(?P<pid>\d{1,10})$")
+WORKER_ID_RE = re.compile(r"^(?P<host>[A-Za-z0-9._-]{1,200}):(?P<cluster>[A-Za-z0-9._-]{1,100}):(?P<pid>\d{1,10})\Z")
 WORKER_ID_FORMAT = "<host>:<cluster>:<pid>"
 
 
