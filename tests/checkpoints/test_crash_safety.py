@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from django.db import connection
+
 from checkpoints.services import checkpoint_load, checkpoint_sweep_orphans
 from tests.checkpoints.save_loop import artifacts_for
 from tests.support.processes import ROOT, child_env, wait_for
@@ -56,7 +58,19 @@ def kill_during_saves(operation, env: dict[str, str], folder: Path, run: int, rn
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
     assert "not saved" not in stderr.read_text(), stderr.read_text()
+    wait_for(killed_backend_gone, timeout=10, what="the killed process's database session to end")
     return saved_epochs(stdout)
+
+
+def killed_backend_gone() -> bool:
+    """A COMMIT the killed process had already sent is still applied by its server session; once
+    that session has ended, the database says what was committed. (The sweep below runs with no
+    grace period, which a real deployment never does.)"""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0] == 0
 
 
 def test_sigkill_at_any_moment_of_a_save_leaves_the_last_committed_checkpoint(
