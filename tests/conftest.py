@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -70,12 +72,25 @@ def worker_factory(db):
     return WorkerFactory
 
 
+@contextmanager
+def replaced_executor(operation_type: str, task: str = registry.RUN_OPERATION_TASK, runner: str | None = None):
+    """Register an executor for the test, then put back whatever the apps had registered."""
+    previous = registry.get_executor(operation_type)
+    registry.register_executor(operation_type, task, runner=runner)
+    try:
+        yield
+    finally:
+        if previous is None:
+            registry.unregister_executor(operation_type)
+        else:
+            registry.register_executor(previous.operation_type, previous.task, runner=previous.runner)
+
+
 @pytest.fixture
 def training_executor():
     """Register a real executor for `training` (a no-op task): enqueues land in django-q2's ORM queue."""
-    registry.register_executor("training", "tests.tasks.noop")
-    yield
-    registry.unregister_executor("training")
+    with replaced_executor("training", "tests.tasks.noop"):
+        yield
 
 
 def queued_operation_ids() -> list[str]:

@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "django_q",
     "operations",
     "checkpoints",
+    "marketdata",
     "training",
     "backtesting",
     "agents",

@@ -9,11 +9,10 @@ from django.db import connection
 
 from checkpoints.models import Checkpoint
 from checkpoints.resume import operation_resume
-from operations import registry
 from operations.models import Operation, OperationStatus as S, Worker
 from operations.runtime.tasks import current_worker_id, run_operation
 from operations.services.lifecycle import operation_cancel, operation_create
-from tests.conftest import queued_operation_ids
+from tests.conftest import queued_operation_ids, replaced_executor
 from tests.runtime.counting import straight_total
 from tests.support.processes import wait_for
 
@@ -23,9 +22,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def counting(settings, checkpoint_dir):
     settings.HEARTBEAT_INTERVAL_SECONDS = 0.05
-    registry.register_executor("training", runner="tests.runtime.counting.CountingRunner")
-    yield
-    registry.unregister_executor("training")
+    with replaced_executor("training", runner="tests.runtime.counting.CountingRunner"):
+        yield
 
 
 def create(**params) -> str:

@@ -1,0 +1,220 @@
+"""OHLCV bars as CSV files under DATA_DIR: generate, import (validated), list, load.
+
+A series is one file, `<SYMBOL>_<TIMEFRAME>.csv`, with the columns
+timestamp, open, high, low, close, volume. Files are written to a temporary
+name and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from django.conf import settings
+
+COLUMNS = ["timestamp", "open", "high", "low", "close", "volume"]
+SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}\Z")
+TIMEFRAMES = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86400}
+
+
+class MarketDataError(ValueError):
+    """Bad market data or a bad request for it; the message names the line, field or value."""
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    symbol: str
+    timeframe: str
+    path: Path
+    bars: int
+    start: str
+    end: str
+    size_bytes: int
+
+
+def validate_symbol(symbol: str) -> str:
+    if not SYMBOL_RE.match(symbol or ""):
+        raise MarketDataError(f"symbol {symbol!r} is invalid: use 1-32 of A-Z, 0-9, '.', '_', '-'")
+    return symbol
+
+
+def validate_timeframe(timeframe: str) -> str:
+    if timeframe not in TIMEFRAMES:
+        raise MarketDataError(f"timeframe {timeframe!r} is invalid: use one of {', '.join(TIMEFRAMES)}")
+    return timeframe
+
+
+def series_path(symbol: str, timeframe: str) -> Path:
+    return Path(settings.DATA_DIR) / f"{validate_symbol(symbol)}_{validate_timeframe(timeframe)}.csv"
+
+
+def generate_bars(*, bars: int, timeframe: str, seed: int = 42, start: datetime | None = None) -> pd.DataFrame:
+    """A reproducible synthetic series: log-returns with a slow drift and volatility that changes by regime.
+
+    The same arguments always give the same bars (numpy's seeded Generator).
+    """
+    if bars < 2:
+        raise MarketDataError("bars must be at least 2")
+    step = TIMEFRAMES[validate_timeframe(timeframe)]
+    rng = np.random.default_rng(seed)
+    # Volatility regimes of random length (calm, normal, stormy), per bar.
+    regime_vols = np.array([0.004, 0.008, 0.018]) * math.sqrt(step / 3600)
+    vol = np.empty(bars)
+    i = 0
+    while i < bars:
+        length = int(rng.integers(200, 2000))
+        vol[i : i + length] = regime_vols[rng.integers(0, 3)]
+        i += length
+    drift = 0.00002 * math.sqrt(step / 3600) + 0.00005 * np.sin(np.arange(bars) / 5000.0)
+    returns = drift + vol * rng.standard_normal(bars)
+    close = 100.0 * np.exp(np.cumsum(returns))
+    open_ = np.concatenate([[100.0], close[:-1]]) * np.exp(vol * 0.1 * rng.standard_normal(bars))
+    spread = np.abs(vol * rng.standard_normal(bars)) * close
+    high = np.maximum(open_, close) + spread
+    low = np.maximum(np.minimum(open_, close) - spread, 1e-6)
+    volume = np.round(rng.lognormal(mean=10.0, sigma=0.5, size=bars) * (1 + 50 * vol), 2)
+    begin = start or datetime(2015, 1, 1, tzinfo=timezone.utc)
+    timestamps = pd.date_range(begin, periods=bars, freq=pd.Timedelta(seconds=step), tz="UTC")
+    return pd.DataFrame(
+        {
+            "timestamp": timestamps,
+            "open": np.round(open_, 6),
+            "high": np.round(high, 6),
+            "low": np.round(low, 6),
+            "close": np.round(close, 6),
+            "volume": volume,
+        }
+    )
+
+
+def write_series(frame: pd.DataFrame, symbol: str, timeframe: str) -> Path:
+    """Write atomically: a temporary file in the same folder, then a rename."""
+    path = series_path(symbol, timeframe)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = frame.copy()
+    out["timestamp"] = out["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", newline="") as stream:
+            out.to_csv(stream, index=False, columns=COLUMNS, float_format="%.6f")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def parse_csv(source: Path) -> pd.DataFrame:
+    """Read and validate a CSV of bars; the first bad line is reported by its number."""
+    try:
+        stream = open(source, newline="")
+    except OSError as exc:
+        raise MarketDataError(f"{source}: cannot be read ({exc.strerror})") from None
+    rows: list[tuple] = []
+    previous: datetime | None = None
+    with stream:
+        reader = csv.reader(stream)
+        header = next(reader, None)
+        if header is None:
+            raise MarketDataError(f"{source}: the file is empty")
+        if [name.strip().lower() for name in header] != COLUMNS:
+            raise MarketDataError(f"{source}, line 1: expected the header {','.join(COLUMNS)}, got {','.join(header)}")
+        for line_number, row in enumerate(reader, start=2):
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(row) != len(COLUMNS):
+                raise MarketDataError(f"{source}, line {line_number}: expected {len(COLUMNS)} fields, got {len(row)}")
+            when = _parse_timestamp(row[0], source, line_number)
+            values = [_parse_number(cell, name, source, line_number) for name, cell in zip(COLUMNS[1:], row[1:])]
+            open_, high, low, close, volume = values
+            if min(open_, high, low, close) <= 0:
+                raise MarketDataError(f"{source}, line {line_number}: prices must be positive")
+            if volume < 0:
+                raise MarketDataError(f"{source}, line {line_number}: volume must not be negative")
+            if high < max(open_, close, low) or low > min(open_, close, high):
+                raise MarketDataError(f"{source}, line {line_number}: high/low do not contain open and close")
+            if previous is not None and when <= previous:
+                raise MarketDataError(f"{source}, line {line_number}: timestamp {row[0]} is not after the previous one")
+            previous = when
+            rows.append((when, *values))
+    if len(rows) < 2:
+        raise MarketDataError(f"{source}: at least 2 bars are needed, found {len(rows)}")
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    return frame
+
+
+def _parse_timestamp(text: str, source: Path, line: int) -> datetime:
+    value = text.strip()
+    try:
+        if value.isdigit():
+            return datetime.fromtimestamp(int(value), tz=timezone.utc)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        raise MarketDataError(f"{source}, line {line}: timestamp {text!r} is not ISO 8601 or epoch seconds") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _parse_number(text: str, name: str, source: Path, line: int) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise MarketDataError(f"{source}, line {line}: {name} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise MarketDataError(f"{source}, line {line}: {name} {text!r} is not a finite number")
+    return value
+
+
+def load_bars(symbol: str, timeframe: str, *, start: str | None = None, end: str | None = None) -> pd.DataFrame:
+    """The bars of a series, optionally between two dates (inclusive), oldest first."""
+    path = series_path(symbol, timeframe)
+    if not path.exists():
+        raise MarketDataError(
+            f"no market data for {symbol} {timeframe}: generate it with "
+            f"`python manage.py marketdata generate --symbol {symbol} --timeframe {timeframe} --bars N`"
+        )
+    frame = pd.read_csv(path)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    if start:
+        frame = frame[frame["timestamp"] >= _date(start, "start")]
+    if end:
+        frame = frame[frame["timestamp"] < _date(end, "end") + timedelta(days=1)]
+    return frame.reset_index(drop=True)
+
+
+def _date(text: str, name: str) -> pd.Timestamp:
+    try:
+        moment = pd.Timestamp(datetime.fromisoformat(text))
+    except ValueError:
+        raise MarketDataError(f"{name} {text!r} is not a date (YYYY-MM-DD)") from None
+    return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+
+
+def list_series() -> list[SeriesInfo]:
+    folder = Path(settings.DATA_DIR)
+    found = []
+    for path in sorted(folder.glob("*_*.csv")) if folder.exists() else []:
+        symbol, _, timeframe = path.stem.rpartition("_")
+        if not SYMBOL_RE.match(symbol) or timeframe not in TIMEFRAMES:
+            continue
+        frame = pd.read_csv(path, usecols=["timestamp"])
+        found.append(
+            SeriesInfo(
+                symbol=symbol,
+                timeframe=timeframe,
+                path=path,
+                bars=len(frame),
+                start=str(frame["timestamp"].iloc[0]) if len(frame) else "",
+                end=str(frame["timestamp"].iloc[-1]) if len(frame) else "",
+                size_bytes=path.stat().st_size,
+            )
+        )
+    return found
