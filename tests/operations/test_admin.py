@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
 from django.db import connection
@@ -20,7 +21,8 @@ WORKERS = reverse("admin:operations_worker_changelist")
 
 
 def change_url(operation: Operation) -> str:
-    return reverse("admin:operations_operation_change", args=[operation.pk])
+    # quote(): the admin reads "_22", "_40"... in a URL as escapes, and ids hold such runs (22:00-23:59).
+    return reverse("admin:operations_operation_change", args=[quote(operation.pk)])
 
 
 @pytest.fixture

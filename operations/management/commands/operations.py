@@ -17,6 +17,8 @@ from operations.models import TERMINAL_STATUSES, OperationStatus, OperationType
 from operations.services.lifecycle import CancelOutcome, operation_cancel
 
 CLI_ACTOR = "cli"
+# Wide enough for "cancellation bar_index 12345678" and "cancellation phase BACKTESTING".
+CHECKPOINT_COLUMN = 32
 
 
 def checkpoint_cell(operation) -> str:
@@ -24,7 +26,7 @@ def checkpoint_cell(operation) -> str:
     if checkpoint is None:
         return "-"
     where = next((f"{key} {checkpoint.state[key]}" for key in ("epoch", "bar_index", "phase") if key in checkpoint.state), "")
-    return f"{checkpoint.checkpoint_type} {where}".strip()[:22]
+    return f"{checkpoint.checkpoint_type} {where}".strip()[:CHECKPOINT_COLUMN]
 
 
 def operation_id_argument(value: str) -> str:
@@ -39,7 +41,7 @@ class Command(BaseCommand):
     help = "List, inspect, cancel and resume operations."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        actions = parser.add_subparsers(dest="action", required=True, metavar="{list,status,cancel}")
+        actions = parser.add_subparsers(dest="action", required=True, metavar="{list,status,cancel,resume}")
 
         listing = actions.add_parser("list", help="List operations, newest first.")
         listing.add_argument("--status", choices=OperationStatus.values)
@@ -84,12 +86,14 @@ class Command(BaseCommand):
         if json:
             self.write_json({"count": total, "results": OperationSerializer(rows, many=True).data})
             return
-        header = f"{'OPERATION':<48} {'TYPE':<15} {'STATUS':<23} {'PROGRESS':>8}  {'CHECKPOINT':<22} WORKER"
+        width = CHECKPOINT_COLUMN
+        header = f"{'OPERATION':<48} {'TYPE':<15} {'STATUS':<23} {'PROGRESS':>8}  {'CHECKPOINT':<{width}} WORKER"
         self.stdout.write(header)
         for operation in rows:
             self.stdout.write(
                 f"{operation.operation_id:<48} {operation.operation_type:<15} {operation.status:<23} "
-                f"{operation.progress_percent:>7.1f}%  {checkpoint_cell(operation):<22} {operation.worker_id or '-'}"
+                f"{operation.progress_percent:>7.1f}%  {checkpoint_cell(operation):<{width}} "
+                f"{operation.worker_id or '-'}"
             )
         shown = f", showing {len(rows)}" if len(rows) < total else ""
         self.stdout.write(
@@ -160,7 +164,8 @@ class Command(BaseCommand):
 
     # --- resume
     def handle_resume(self, *, operation_id: str, follow: bool, json: bool, **_: Any) -> None:
-        from checkpoints.resume import operation_resume  # the interface reaches up; the core never does
+        from checkpoints.api import ResumedFromSerializer  # the interface reaches up; the core never does
+        from checkpoints.resume import operation_resume
 
         operation_id = operation_id_argument(operation_id)
         result = operation_resume(operation_id=operation_id, actor=CLI_ACTOR)
@@ -175,7 +180,8 @@ class Command(BaseCommand):
             self.wait_until_stopped(operation_id, quiet=json)
         if json:
             body = OperationDetailSerializer(selectors.operation_get(operation_id=operation_id)).data
-            self.write_json({**body, "resumed_from": result.resumed_from} if not follow else body)
+            resumed_from = ResumedFromSerializer(result.resumed_from).data  # the API's formats (dates)
+            self.write_json({**body, "resumed_from": resumed_from} if not follow else body)
 
     def wait_until_stopped(self, operation_id: str, *, quiet: bool, poll_seconds: float = 0.5) -> None:
         last = None

@@ -1,0 +1,74 @@
+"""Fifty users press "resume" at once over real HTTP: exactly one wins (SPEC §4, §7)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections import Counter
+
+import pytest
+from rest_framework.authtoken.models import Token
+
+from checkpoints.models import Checkpoint
+from checkpoints.services import checkpoint_save
+from operations.models import Operation, OperationEvent, OperationStatus as S
+from tests.conftest import queued_operation_ids
+from tests.factories import OperationFactory
+
+pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
+
+REQUESTS = 50
+
+
+def post(url: str, token: str, barrier: threading.Barrier) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=b"", headers={"Authorization": f"Token {token}"}, method="POST")
+    barrier.wait()
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_fifty_concurrent_resumes_one_wins(live_server, user, checkpoint_dir, training_executor):
+    operation = OperationFactory(owner=user, status=S.CANCELLED, progress_percent=30.0)
+    assert checkpoint_save(
+        operation_id=operation.pk,
+        checkpoint_type="cancellation",
+        state={"epoch": 12},
+        artifacts={"model.pt": b"weights" * 1000},
+    ).saved
+    token = Token.objects.create(user=user).key
+    url = f"{live_server.url}/api/v1/operations/{operation.pk}/resume/"
+    barrier = threading.Barrier(REQUESTS)
+    replies: list[tuple[int, dict] | BaseException] = [None] * REQUESTS  # type: ignore[list-item]
+
+    def press(index: int) -> None:
+        try:
+            replies[index] = post(url, token, barrier)
+        except BaseException as exc:  # kept to fail the test with, not to hide
+            replies[index] = exc
+
+    threads = [threading.Thread(target=press, args=(index,)) for index in range(REQUESTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    errors = [reply for reply in replies if not isinstance(reply, tuple)]
+    assert errors == []
+    statuses = Counter(status for status, _body in replies)
+    assert statuses == {202: 1, 409: REQUESTS - 1}, statuses
+    [winner] = [body for status, body in replies if status == 202]
+    assert winner["operation_id"] == operation.pk
+    assert winner["status"] == "RESUMING"
+    assert winner["resumed_from"]["epoch"] == 12
+    losers = {body["code"] for status, body in replies if status == 409}
+    assert losers <= {"RESUME_CONFLICT", "OPERATION_NOT_RESUMABLE"}
+
+    assert Operation.objects.get(pk=operation.pk).status == S.RESUMING
+    assert OperationEvent.objects.filter(operation_id=operation.pk, to_status=S.RESUMING).count() == 1
+    assert queued_operation_ids() == [operation.pk]
+    assert Checkpoint.objects.filter(operation_id=operation.pk).exists()
