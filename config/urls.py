@@ -7,6 +7,7 @@ from operations.api.errors import json_not_found, json_server_error
 api_v1 = [
     path("", include("operations.api.urls")),
     path("", include("checkpoints.urls")),
+    path("", include("training.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

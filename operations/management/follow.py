@@ -1,0 +1,84 @@
+"""`--follow`: stream an operation's progress until it ends; Ctrl+C cancels it and says how to resume."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from django.core.management.base import BaseCommand
+from tqdm import tqdm
+
+from operations import selectors
+from operations.exceptions import OperationNotCancellable
+from operations.models import TERMINAL_STATUSES, Operation, OperationStatus
+from operations.services.lifecycle import operation_cancel
+
+
+def resume_hint(operation_id: str) -> str:
+    return f"python manage.py operations resume {operation_id}"
+
+
+def follow(command: BaseCommand, operation_id: str, *, quiet: bool = False, poll_seconds: float = 0.5) -> Operation:
+    """Show progress (a bar on a terminal, lines otherwise) until the operation is terminal.
+
+    Ctrl+C requests a cancel, waits for the worker's cancellation checkpoint,
+    and prints the command that resumes it; a second Ctrl+C stops waiting.
+    """
+    try:
+        return _watch(command, operation_id, quiet=quiet, poll_seconds=poll_seconds)
+    except KeyboardInterrupt:
+        pass
+    if not quiet:
+        command.stdout.write(f"\nCancelling {operation_id}; waiting for its checkpoint (Ctrl+C again to stop waiting)...")
+    try:
+        operation_cancel(operation_id=operation_id, actor="cli")
+    except OperationNotCancellable:
+        pass
+    try:
+        operation = _watch(command, operation_id, quiet=True, poll_seconds=poll_seconds)
+    except KeyboardInterrupt:
+        command.stdout.write(f"Stopped waiting. The operation is being cancelled; then: {resume_hint(operation_id)}")
+        return selectors.operation_get(operation_id=operation_id)
+    if not quiet:
+        checkpoint = getattr(operation, "checkpoint", None)
+        where = ""
+        if checkpoint is not None:
+            where = next((f" at {key} {checkpoint.state[key]}" for key in ("epoch", "bar_index", "phase")
+                          if key in checkpoint.state), "")
+        command.stdout.write(f"{operation_id} is {operation.status}{where}.")
+        if operation.resumable:
+            command.stdout.write(f"Resume with: {resume_hint(operation_id)}")
+    return operation
+
+
+def _watch(command: BaseCommand, operation_id: str, *, quiet: bool, poll_seconds: float) -> Operation:
+    bar = None
+    last_line = None
+    try:
+        while True:
+            operation = selectors.operation_get(operation_id=operation_id)
+            if not quiet:
+                if sys.stderr.isatty():
+                    bar = bar or tqdm(total=100.0, unit="%", bar_format="{l_bar}{bar}| {n:.1f}% [{elapsed}<{remaining}]")
+                    bar.n = round(operation.progress_percent, 1)
+                    bar.set_description_str(f"{operation.status} {operation.progress_message}"[:60])
+                    bar.refresh()
+                else:
+                    line = f"{operation.status} {operation.progress_percent:.1f}% {operation.progress_message}".strip()
+                    if line != last_line:
+                        command.stdout.write(line)
+                        last_line = line
+            if operation.status in TERMINAL_STATUSES:
+                return operation
+            time.sleep(poll_seconds)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def summary_line(operation: Operation) -> str:
+    if operation.status == OperationStatus.COMPLETED:
+        return f"{operation.operation_id} COMPLETED"
+    if operation.error_message:
+        return f"{operation.operation_id} {operation.status}: {operation.error_message}"
+    return f"{operation.operation_id} {operation.status}"
