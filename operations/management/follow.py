@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 
 from django.core.management.base import BaseCommand
+from django.db import connection
 from tqdm import tqdm
 
 from operations import selectors
@@ -24,19 +26,25 @@ def follow(command: BaseCommand, operation_id: str, *, quiet: bool = False, poll
     Ctrl+C requests a cancel, waits for the worker's cancellation checkpoint,
     and prints the command that resumes it; a second Ctrl+C stops waiting.
     """
+    # Ctrl+C means cancel, even where the shell started this command with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _watch(command, operation_id, quiet=quiet, poll_seconds=poll_seconds)
     except KeyboardInterrupt:
-        pass
+        _drop_connection()  # Ctrl+C may have landed in the middle of a query
     if not quiet:
         command.stdout.write(f"\nCancelling {operation_id}; waiting for its checkpoint (Ctrl+C again to stop waiting)...")
+    previous_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the cancel request be written
     try:
         operation_cancel(operation_id=operation_id, actor="cli")
     except OperationNotCancellable:
         pass
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
     try:
         operation = _watch(command, operation_id, quiet=True, poll_seconds=poll_seconds)
     except KeyboardInterrupt:
+        _drop_connection()
         command.stdout.write(f"Stopped waiting. The operation is being cancelled; then: {resume_hint(operation_id)}")
         return selectors.operation_get(operation_id=operation_id)
     if not quiet:
@@ -49,6 +57,13 @@ def follow(command: BaseCommand, operation_id: str, *, quiet: bool = False, poll
         if operation.resumable:
             command.stdout.write(f"Resume with: {resume_hint(operation_id)}")
     return operation
+
+
+def _drop_connection() -> None:
+    try:
+        connection.close()
+    except Exception:  # a connection interrupted mid-query may not close cleanly; a new one is opened
+        connection.connection = None
 
 
 def _watch(command: BaseCommand, operation_id: str, *, quiet: bool, poll_seconds: float) -> Operation:

@@ -194,6 +194,8 @@ def operation_finish(
     if status == S.COMPLETED:
         changes["result"] = result
         changes["progress_percent"] = 100.0
+        changes["progress_current"] = Coalesce(F("progress_total"), F("progress_current"))
+        changes["progress_message"] = "Completed"
     won = Operation.objects.transition(
         operation_id,
         from_statuses=[S.RUNNING, S.PENDING_RECONCILIATION, S.FAILED],

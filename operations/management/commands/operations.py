@@ -12,6 +12,7 @@ from django.db import DatabaseError
 from operations import selectors
 from operations.api.serializers import OperationDetailSerializer, OperationSerializer
 from operations.exceptions import ServiceError
+from operations.management.follow import follow as follow_operation
 from operations.ids import InvalidIdentifier, parse_operation_id
 from operations.models import TERMINAL_STATUSES, OperationStatus, OperationType
 from operations.services.lifecycle import CancelOutcome, operation_cancel
@@ -177,7 +178,7 @@ class Command(BaseCommand):
                 f"{' (' + where + ')' if where else ''}."
             )
         if follow:
-            self.wait_until_stopped(operation_id, quiet=json)
+            follow_operation(self, operation_id, quiet=json)
         if json:
             body = OperationDetailSerializer(selectors.operation_get(operation_id=operation_id)).data
             resumed_from = ResumedFromSerializer(result.resumed_from).data  # the API's formats (dates)
