@@ -5,9 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install test test-fast test-process run migrate
+.PHONY: help install demo test test-fast test-process run migrate
 
 help:
+	@echo "make demo      train, cancel, resume and compare on a bare machine (SQLite, no services)"
 	@echo "make test      run the whole test suite against PostgreSQL (DATABASE_URL, default 127.0.0.1:5432)"
 	@echo "make run       web + qcluster + supervise together; Ctrl+C stops all three"
 	@echo "make install   create $(VENV) and install requirements.txt"
@@ -19,6 +20,9 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
