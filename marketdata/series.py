@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import pandas as pd
@@ -102,6 +103,7 @@ def write_series(frame: pd.DataFrame, symbol: str, timeframe: str) -> Path:
     out = frame.copy()
     out["timestamp"] = out["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the series from workers running as another user
     try:
         with os.fdopen(handle, "w", newline="") as stream:
             out.to_csv(stream, index=False, columns=COLUMNS, float_format="%.6f")
@@ -115,19 +117,20 @@ def write_series(frame: pd.DataFrame, symbol: str, timeframe: str) -> Path:
 def parse_csv(source: Path) -> pd.DataFrame:
     """Read and validate a CSV of bars; the first bad line is reported by its number."""
     try:
-        stream = open(source, newline="")
+        stream = open(source, "rb")
     except OSError as exc:
         raise MarketDataError(f"{source}: cannot be read ({exc.strerror})") from None
     rows: list[tuple] = []
     previous: datetime | None = None
     with stream:
-        reader = csv.reader(stream)
-        header = next(reader, None)
-        if header is None:
+        lines = _numbered_rows(stream, source)
+        first = next(lines, None)
+        if first is None:
             raise MarketDataError(f"{source}: the file is empty")
+        header = first[1]
         if [name.strip().lower() for name in header] != COLUMNS:
             raise MarketDataError(f"{source}, line 1: expected the header {','.join(COLUMNS)}, got {','.join(header)}")
-        for line_number, row in enumerate(reader, start=2):
+        for line_number, row in lines:
             if not row or all(not cell.strip() for cell in row):
                 continue
             if len(row) != len(COLUMNS):
@@ -135,8 +138,9 @@ def parse_csv(source: Path) -> pd.DataFrame:
             when = _parse_timestamp(row[0], source, line_number)
             values = [_parse_number(cell, name, source, line_number) for name, cell in zip(COLUMNS[1:], row[1:])]
             open_, high, low, close, volume = values
-            if min(open_, high, low, close) <= 0:
-                raise MarketDataError(f"{source}, line {line_number}: prices must be positive")
+            for name, value, cell in zip(COLUMNS[1:5], values, row[1:5]):
+                if value <= 0:
+                    raise MarketDataError(f"{source}, line {line_number}: {name} {cell.strip()} is not positive")
             if volume < 0:
                 raise MarketDataError(f"{source}, line {line_number}: volume must not be negative")
             if high < max(open_, close, low) or low > min(open_, close, high):
@@ -150,6 +154,32 @@ def parse_csv(source: Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     return frame
+
+
+def _text_lines(stream: BinaryIO, source: Path) -> Iterator[str]:
+    for number, raw in enumerate(stream, start=1):
+        try:
+            # utf-8-sig on the first line: a byte-order mark (spreadsheets save one) is not part of the header.
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError:
+            raise MarketDataError(f"{source}, line {number}: not UTF-8 text") from None
+
+
+def _numbered_rows(stream: BinaryIO, source: Path) -> Iterator[tuple[int, list[str]]]:
+    """The CSV rows with their line numbers; a line that is not UTF-8 or not CSV is named by its number.
+
+    Decoded line by line, not by a buffered text stream, which decodes ahead and
+    would report a bad byte lines before the one it is on.
+    """
+    reader = csv.reader(_text_lines(stream, source))
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise MarketDataError(f"{source}, line {reader.line_num}: {exc}") from None
+        yield reader.line_num, row
 
 
 def _parse_timestamp(text: str, source: Path, line: int) -> datetime:
@@ -205,7 +235,10 @@ def list_series() -> list[SeriesInfo]:
         symbol, _, timeframe = path.stem.rpartition("_")
         if not SYMBOL_RE.match(symbol) or timeframe not in TIMEFRAMES:
             continue
-        frame = pd.read_csv(path, usecols=["timestamp"])
+        try:
+            frame = pd.read_csv(path, usecols=["timestamp"])
+        except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
+            continue  # not a series this project wrote or imported; `marketdata import` validates files
         found.append(
             SeriesInfo(
                 symbol=symbol,

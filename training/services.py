@@ -22,6 +22,11 @@ def training_start(*, data: dict, actor: str, owner=None) -> Operation:
         raise serializers.ValidationError({"symbol": str(exc)}) from None
     if not path.exists():
         raise serializers.ValidationError(
-            {"symbol": f"No market data for {params['symbol']} {params['timeframe']}: generate or import it first."}
+            {
+                "symbol": f"No market data for {params['symbol']} {params['timeframe']}: generate it with "
+                f"`python manage.py marketdata generate --symbol {params['symbol']} --timeframe {params['timeframe']} "
+                f"--bars N`, or import a CSV with `python manage.py marketdata import FILE --symbol {params['symbol']} "
+                f"--timeframe {params['timeframe']}`."
+            }
         )
     return operation_create(operation_type="training", params=params, actor=actor, owner=owner)

@@ -52,12 +52,15 @@ class Command(BaseCommand):
         validate_timeframe(timeframe)
         if bars < 2 or bars > 50_000_000:
             raise CommandError("--bars must be between 2 and 50,000,000.")
+        if seed < 0:
+            raise CommandError("--seed must not be negative.")  # numpy's generator refuses it
         first = None
         if start:
             try:
-                first = datetime.fromisoformat(start).replace(tzinfo=timezone.utc)
+                first = datetime.fromisoformat(start)
             except ValueError:
                 raise CommandError(f"--start {start!r} is not a date (YYYY-MM-DD).") from None
+            first = first.astimezone(timezone.utc) if first.tzinfo else first.replace(tzinfo=timezone.utc)
         frame = generate_bars(bars=bars, timeframe=timeframe, seed=seed, start=first)
         path = write_series(frame, symbol, timeframe)
         self.stdout.write(

@@ -24,13 +24,26 @@ OPTION_NAMES = {
 
 def option_errors(detail: Any) -> str:
     if not isinstance(detail, dict):
-        return str(detail)
+        return "; ".join(error_messages(detail))
     parts = []
     for field, messages in detail.items():
-        text = "; ".join(str(m) for m in (messages if isinstance(messages, list) else [messages]))
+        text = "; ".join(error_messages(messages))
         option = OPTION_NAMES.get(field, f"--{field.replace('_', '-')}")
         parts.append(f"{option}: {text}")
     return "\n".join(parts)
+
+
+def error_messages(detail: Any) -> list[str]:
+    """Flat messages of one field; a list's errors come keyed by index ({0: [...]}), shown as "value 1: ..."."""
+    if isinstance(detail, dict):
+        return [
+            f"value {key + 1}: {message}" if isinstance(key, int) else f"{key}: {message}"
+            for key, value in detail.items()
+            for message in error_messages(value)
+        ]
+    if isinstance(detail, list):
+        return [message for item in detail for message in error_messages(item)]
+    return [str(detail)]
 
 
 class Command(BaseCommand):
