@@ -43,7 +43,7 @@ class CheckpointAdmin(admin.ModelAdmin):
 
     @admin.display(description="State")
     def state_summary(self, checkpoint: Checkpoint) -> str:
-        return ", ".join(f"{key} {value}" for key, value in checkpoint.summary()["state_summary"].items()) or "-"
+        return checkpoint.position_text or "-"
 
     @admin.display(description="Resumable", boolean=True)
     def resumable(self, checkpoint: Checkpoint) -> bool:

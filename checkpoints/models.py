@@ -13,6 +13,11 @@ from operations.models import Operation
 PROGRESS_KEYS = ("epoch", "bar_index", "phase")
 
 
+def position_text(position: dict[str, Any]) -> str:
+    """"epoch 12", "bar_index 40000", "phase TRAINING" (empty when unknown)."""
+    return ", ".join(f"{key} {position[key]}" for key in PROGRESS_KEYS if key in position)
+
+
 class CheckpointType(models.TextChoices):
     PERIODIC = "periodic", "Periodic"
     CANCELLATION = "cancellation", "Cancellation"
@@ -51,13 +56,22 @@ class Checkpoint(models.Model):
     def total_size_bytes(self) -> int:
         return self.state_size_bytes + self.artifacts_size_bytes
 
+    @property
+    def position(self) -> dict[str, Any]:
+        """How far the operation had come: its epoch, bar index or phase."""
+        return {key: self.state[key] for key in PROGRESS_KEYS if key in self.state}
+
+    @property
+    def position_text(self) -> str:
+        return position_text(self.position)
+
     def summary(self) -> dict[str, Any]:
         """What an operation body shows of its checkpoint, without reading any artifact."""
         return {
             "checkpoint_type": self.checkpoint_type,
             "created_at": self.created_at,
             "version": self.version,
-            "state_summary": {key: self.state[key] for key in PROGRESS_KEYS if key in self.state},
+            "state_summary": self.position,
             "state_size_bytes": self.state_size_bytes,
             "artifacts_size_bytes": self.artifacts_size_bytes,
             "artifacts": [artifact["name"] for artifact in self.manifest],

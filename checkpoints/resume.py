@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from checkpoints.exceptions import OperationNotResumable, ResumeConflict, ResumeEnqueueFailed
-from checkpoints.models import PROGRESS_KEYS
 from checkpoints.services import checkpoint_get, checkpoint_validate
 from operations import registry
 from operations.clock import db_now
@@ -89,7 +88,7 @@ def operation_resume(*, operation_id: str, actor: str) -> ResumeResult:
     resumed_from = {
         "checkpoint_type": checkpoint.checkpoint_type,
         "created_at": checkpoint.created_at,
-        **{key: checkpoint.state[key] for key in PROGRESS_KEYS if key in checkpoint.state},
+        **checkpoint.position,
         "progress_percent": operation.progress_percent,
     }
     return ResumeResult(operation_id=operation_id, status=S.RESUMING, resumed_from=resumed_from)

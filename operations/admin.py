@@ -158,7 +158,7 @@ class OperationAdmin(admin.ModelAdmin):
         if checkpoint is None:
             return "-"
         summary = checkpoint.summary()
-        where = ", ".join(f"{key} {value}" for key, value in summary["state_summary"].items())
+        where = checkpoint.position_text
         size = (summary["state_size_bytes"] + summary["artifacts_size_bytes"]) / 1_048_576
         text = f"{summary['checkpoint_type']}{' · ' + where if where else ''} · {size:.1f} MB"
         return format_html("{}{}", text, " · resumable" if operation.resumable else "")

@@ -49,10 +49,7 @@ def follow(command: BaseCommand, operation_id: str, *, quiet: bool = False, poll
         return selectors.operation_get(operation_id=operation_id)
     if not quiet:
         checkpoint = getattr(operation, "checkpoint", None)
-        where = ""
-        if checkpoint is not None:
-            where = next((f" at {key} {checkpoint.state[key]}" for key in ("epoch", "bar_index", "phase")
-                          if key in checkpoint.state), "")
+        where = f" at {checkpoint.position_text}" if checkpoint is not None and checkpoint.position_text else ""
         command.stdout.write(f"{operation_id} is {operation.status}{where}.")
         if operation.resumable:
             command.stdout.write(f"Resume with: {resume_hint(operation_id)}")

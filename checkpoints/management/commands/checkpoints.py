@@ -6,8 +6,7 @@ import json as jsonlib
 import sys
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError
+from django.core.management.base import CommandError, CommandParser
 
 from checkpoints.api import CheckpointSerializer, StatsSerializer
 from checkpoints.exceptions import CheckpointNotFound
@@ -19,7 +18,7 @@ from checkpoints.services import (
     checkpoint_stats,
     checkpoints_expired,
 )
-from operations.exceptions import ServiceError
+from operations.management.base import ActionCommand
 from operations.management.commands.operations import operation_id_argument
 
 
@@ -32,7 +31,7 @@ def human_size(size: int) -> str:
     return f"{size} B"
 
 
-class Command(BaseCommand):
+class Command(ActionCommand):
     help = "List, inspect, delete and clean up checkpoints."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -57,14 +56,6 @@ class Command(BaseCommand):
         stats = actions.add_parser("stats", help="Count and size of all checkpoints.")
         stats.add_argument("--json", action="store_true", help="Print the API's JSON body.")
 
-    def handle(self, *args, action: str, **options: Any) -> None:
-        try:
-            getattr(self, f"handle_{action}")(**options)
-        except ServiceError as exc:
-            raise CommandError(f"{exc.code}: {exc.detail}") from None
-        except DatabaseError as exc:
-            raise CommandError(f"The database cannot be reached or is not migrated: {exc}".strip()) from None
-
     def handle_list(self, *, older_than_days: float | None, json: bool, **_: Any) -> None:
         if older_than_days is not None and older_than_days < 0:
             raise CommandError("--older-than-days must not be negative.")
@@ -77,7 +68,7 @@ class Command(BaseCommand):
             return
         self.stdout.write(f"{'OPERATION':<48} {'TYPE':<13} {'CREATED':<20} {'SIZE':>10}  {'STATE':<16} RESUMABLE")
         for checkpoint in rows:
-            summary = ", ".join(f"{k} {v}" for k, v in checkpoint.summary()["state_summary"].items()) or "-"
+            summary = checkpoint.position_text or "-"
             self.stdout.write(
                 f"{checkpoint.operation_id:<48} {checkpoint.checkpoint_type:<13} "
                 f"{checkpoint.created_at:%Y-%m-%d %H:%M:%S}  {human_size(checkpoint.total_size_bytes):>10}  "
@@ -143,6 +134,3 @@ class Command(BaseCommand):
         self.stdout.write(f"Oldest:      {stats['oldest_checkpoint'] or '-'}")
         for kind, count in stats["by_type"].items():
             self.stdout.write(f"  {kind:<13} {count}")
-
-    def write_json(self, body: Any) -> None:
-        self.stdout.write(jsonlib.dumps(body, indent=2, default=str))

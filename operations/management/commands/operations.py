@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError
+from django.core.management.base import CommandError, CommandParser
 
 from operations import selectors
 from operations.api.serializers import OperationDetailSerializer, OperationSerializer
-from operations.exceptions import ServiceError
 from operations.management.follow import follow as follow_operation
 from operations.ids import InvalidIdentifier, parse_operation_id
+from operations.management.base import ActionCommand
 from operations.models import TERMINAL_STATUSES, OperationStatus, OperationType
 from operations.services.lifecycle import CancelOutcome, operation_cancel
 
@@ -26,8 +24,7 @@ def checkpoint_cell(operation) -> str:
     checkpoint = getattr(operation, "checkpoint", None)  # the checkpoint store's reverse relation
     if checkpoint is None:
         return "-"
-    where = next((f"{key} {checkpoint.state[key]}" for key in ("epoch", "bar_index", "phase") if key in checkpoint.state), "")
-    return f"{checkpoint.checkpoint_type} {where}".strip()[:CHECKPOINT_COLUMN]
+    return f"{checkpoint.checkpoint_type} {checkpoint.position_text}".strip()[:CHECKPOINT_COLUMN]
 
 
 def operation_id_argument(value: str) -> str:
@@ -38,7 +35,7 @@ def operation_id_argument(value: str) -> str:
     return value
 
 
-class Command(BaseCommand):
+class Command(ActionCommand):
     help = "List, inspect, cancel and resume operations."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -64,14 +61,6 @@ class Command(BaseCommand):
         resume.add_argument("operation_id")
         resume.add_argument("--follow", action="store_true", help="Wait until the operation has ended.")
         resume.add_argument("--json", action="store_true", help="Print the API's JSON body.")
-
-    def handle(self, *args, action: str, **options: Any) -> None:
-        try:
-            getattr(self, f"handle_{action}")(**options)
-        except ServiceError as exc:
-            raise CommandError(f"{exc.code}: {exc.detail}") from None
-        except DatabaseError as exc:
-            raise CommandError(f"The database cannot be reached or is not migrated: {exc}".strip()) from None
 
     # --- list
     def handle_list(
@@ -128,7 +117,7 @@ class Command(BaseCommand):
             lines.append(f"Error:      {operation.error_message}")
         checkpoint = body["checkpoint"]
         if checkpoint:
-            summary = ", ".join(f"{key} {value}" for key, value in checkpoint["state_summary"].items())
+            summary = operation.checkpoint.position_text
             size = checkpoint["state_size_bytes"] + checkpoint["artifacts_size_bytes"]
             lines.append(
                 f"Checkpoint: {checkpoint['checkpoint_type']} at {checkpoint['created_at']}"
@@ -166,13 +155,14 @@ class Command(BaseCommand):
     # --- resume
     def handle_resume(self, *, operation_id: str, follow: bool, json: bool, **_: Any) -> None:
         from checkpoints.api import ResumedFromSerializer  # the interface reaches up; the core never does
+        from checkpoints.models import position_text
         from checkpoints.resume import operation_resume
 
         operation_id = operation_id_argument(operation_id)
         result = operation_resume(operation_id=operation_id, actor=CLI_ACTOR)
         if not json:
             origin = result.resumed_from
-            where = ", ".join(f"{key} {origin[key]}" for key in ("epoch", "bar_index", "phase") if key in origin)
+            where = position_text(origin)
             self.stdout.write(
                 f"Operation {operation_id} is RESUMING from its {origin['checkpoint_type']} checkpoint"
                 f"{' (' + where + ')' if where else ''}."
@@ -194,6 +184,3 @@ class Command(BaseCommand):
             if operation.status in TERMINAL_STATUSES:
                 return
             time.sleep(poll_seconds)
-
-    def write_json(self, body: Any) -> None:
-        self.stdout.write(json.dumps(body, indent=2, default=str))
