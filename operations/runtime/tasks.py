@@ -16,7 +16,7 @@ from checkpoints.models import Checkpoint
 from checkpoints.services import checkpoint_delete, checkpoint_load
 from operations import registry
 from operations.models import Operation, OperationStatus
-from operations.runtime.context import OperationAbandoned, OperationCancelled, RunContext
+from operations.runtime.context import OperationAbandoned, OperationCancelled, RunContext, Runner
 from operations.runtime.heartbeat import Heartbeat
 from operations.services.lifecycle import operation_claim, operation_finish
 from operations.services.workers import worker_register
@@ -39,8 +39,11 @@ def run_operation(operation_id: str) -> str:
 
     1. Register this worker process; claim the operation (nothing to claim:
        a duplicate or late delivery, return).
-    2. Load its checkpoint if it is being resumed (corrupted: FAILED).
-    3. Run the domain's runner with a heartbeat thread beside it.
+    2. Start the heartbeat thread, so that a slow start is not taken for a
+       dead worker; load the checkpoint if it is being resumed (corrupted:
+       FAILED) and build the domain's runner (it cannot start: FAILED, the
+       checkpoint kept).
+    3. Run it.
     4. Record the outcome, fenced on this run: COMPLETED (checkpoint deleted),
        CANCELLED with a cancellation checkpoint, or FAILED with a failure
        checkpoint; told to stop, write nothing.
@@ -57,24 +60,23 @@ def run_operation(operation_id: str) -> str:
     if executor is None or executor.runner is None:
         finish.failed(f"No runner is registered for {operation.operation_type} operations")
         return "failed"
-    try:
-        resume_from = checkpoint_load(operation_id) if Checkpoint.objects.filter(pk=operation_id).exists() else None
-    except CheckpointCorrupted as exc:
-        finish.failed(f"{exc.code}: {exc.detail}")
-        return "failed"
-
     context = RunContext(
         operation_id=operation_id,
         operation_type=operation.operation_type,
         params=operation.params,
         worker_id=worker_id,
         attempt=attempt,
-        resume_from=resume_from,
+        resume_from=None,
     )
-    runner = import_string(executor.runner)(context)
+    # Beat from the claim on: reading the checkpoint and loading the data can take longer than
+    # WORKER_STALE_SECONDS, and the sweep must not take a worker still starting its run for a dead one.
     heartbeat = Heartbeat(context)
     heartbeat.start()
+    runner = None
     try:
+        runner = _start_runner(context, executor.runner, finish)
+        if runner is None:
+            return "failed"
         result = runner.run()
     except OperationAbandoned:
         logger.warning("Abandoned %s: the control plane gave it to another run", operation_id)
@@ -95,6 +97,28 @@ def run_operation(operation_id: str) -> str:
     return "completed"
 
 
+def _start_runner(context: RunContext, runner_path: str, finish: _Finisher) -> Runner | None:
+    """Load the checkpoint to resume from, if any, and build the runner.
+
+    None when the run cannot start, recorded as FAILED with any checkpoint kept
+    for a retry: a corrupted checkpoint, or a runner that raises while it
+    prepares (its market data missing, a range too short). Uncaught, the
+    latter left the operation RUNNING until the sweep blamed a live worker.
+    """
+    try:
+        if Checkpoint.objects.filter(pk=context.operation_id).exists():
+            context.resume_from = checkpoint_load(context.operation_id)
+    except CheckpointCorrupted as exc:
+        finish.failed(f"{exc.code}: {exc.detail}")
+        return None
+    try:
+        return import_string(runner_path)(context)
+    except Exception as exc:
+        logger.exception("Operation %s could not start", context.operation_id)
+        finish.failed(f"{type(exc).__name__}: {exc}", trace=traceback.format_exc())
+        return None
+
+
 def capabilities() -> dict[str, Any]:
     capabilities: dict[str, Any] = {"cpu_count": os.cpu_count(), "device": "cpu", "gpu": None}
     try:
@@ -108,6 +132,8 @@ def capabilities() -> dict[str, Any]:
 
 
 def _save_payload(context: RunContext, runner, checkpoint_type: str) -> bool:
+    if runner is None:  # it failed before it had any state
+        return False
     try:
         payload = runner.checkpoint_payload()
     except Exception:

@@ -1,0 +1,390 @@
+"""Training as a user runs it: a real `qcluster` executes it, a real `supervise` watches over it.
+
+Cancel and resume, kill -9 of the whole cluster and resume on a new one, a task
+delivered twice, and a failure inside an epoch: each ends with the database,
+the checkpoint store and the final model as a user would find them, and every
+resumed model is bit-identical to a straight run of the same request.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from django.core.management import call_command
+from django_q.models import Task
+from django_q.tasks import async_task
+
+from checkpoints.models import Checkpoint
+from checkpoints.resume import operation_resume
+from checkpoints.services import checkpoint_sweep_orphans
+from operations.models import TERMINAL_STATUSES, Operation, OperationEvent, OperationStatus as S, Worker, WorkerStatus
+from operations.registry import RUN_OPERATION_TASK
+from operations.services.lifecycle import operation_cancel, operation_create
+from training.params import TrainingParamsSerializer
+from training.services import training_start
+from tests.support.processes import ManagedProcess, child_env, wait_for
+
+pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
+
+HEARTBEAT_SECONDS = 0.5
+ORPHAN_TIMEOUT_SECONDS = 4.0
+ORPHAN_CHECK_SECONDS = 0.5
+INTERVALS = {
+    "HEARTBEAT_INTERVAL_SECONDS": str(HEARTBEAT_SECONDS),
+    "WORKER_STALE_SECONDS": "2",
+    "ORPHAN_TIMEOUT_SECONDS": str(ORPHAN_TIMEOUT_SECONDS),
+    "ORPHAN_CHECK_INTERVAL_SECONDS": str(ORPHAN_CHECK_SECONDS),
+    "REQUEUE_AFTER_SECONDS": "60",
+    # One torch thread per worker process: two workers on a small machine do not fight over cores.
+    "OMP_NUM_THREADS": "1",
+}
+# Small enough for an epoch of about 0.1-0.3 s on one CPU thread.
+REQUEST = {
+    "symbol": "SYN",
+    "timeframe": "1h",
+    "epochs": 30,
+    "batch_size": 8,
+    "hidden_sizes": [32, 16],
+    "learning_rate": 0.003,
+    "seed": 11,
+    "checkpoint_every": 5,
+}
+RUN_TIMEOUT = 120  # a 30-epoch run takes a few seconds; generous for a loaded machine
+
+# A cluster started with these settings fails inside an epoch, once, when the test creates the
+# trigger file: fault injection in the worker process, product code unchanged. (No input of a
+# training request makes the runner raise in the middle of an epoch.)
+FAULT_SETTINGS = '''\
+"""Test only: the worker processes of this cluster raise inside a training batch when FAULT_TRIGGER_FILE appears."""
+import os
+
+from config.settings.base import *  # noqa: F401,F403
+from training import model as _model
+
+_forward = _model.DirectionClassifier.forward
+
+
+def _forward_or_fault(self, features):
+    if self.training:
+        try:
+            os.remove(os.environ["FAULT_TRIGGER_FILE"])  # the one process that removes it fails, once
+        except FileNotFoundError:
+            pass
+        else:
+            raise RuntimeError("injected fault inside an epoch")
+    return _forward(self, features)
+
+
+_model.DirectionClassifier.forward = _forward_or_fault
+'''
+
+
+@pytest.fixture
+def folders(tmp_path, settings, checkpoint_dir) -> dict[str, Path]:
+    """Data, models and checkpoints in the test's own folders, shared with its children."""
+    found = {
+        "DATA_DIR": tmp_path / "data",
+        "MODELS_DIR": tmp_path / "models",
+        "CHECKPOINT_DIR": checkpoint_dir,
+        "WORKER_STATE_DIR": tmp_path / "worker-state",
+    }
+    settings.DATA_DIR = found["DATA_DIR"]
+    settings.MODELS_DIR = found["MODELS_DIR"]
+    settings.WORKER_STATE_DIR = found["WORKER_STATE_DIR"]
+    call_command("marketdata", "generate", "--symbol", "SYN", "--timeframe", "1h", "--bars", "3000", "--seed", "5")
+    return found
+
+
+class Children:
+    """The test's `qcluster` and `supervise` processes; all of them are stopped at teardown."""
+
+    def __init__(self, tmp_path: Path, folders: dict[str, Path]) -> None:
+        self.tmp_path = tmp_path
+        self.env = {**INTERVALS, **{name: str(path) for name, path in folders.items()}}
+        self.started: list[ManagedProcess] = []
+
+    def start(self, command: str, ready: str, **overrides: str) -> ManagedProcess:
+        process = ManagedProcess(
+            [command],
+            child_env(**{**self.env, **overrides}),
+            self.tmp_path / f"{command}-{len(self.started)}.log",
+        )
+        self.started.append(process)
+        wait_for(
+            lambda: ready in process.output or process.process.poll() is not None,
+            timeout=60,
+            what=f"{command} to start",
+        )
+        assert process.process.poll() is None, f"{command} exited:\n{process.output}"
+        return process
+
+    def cluster(self, workers: int = 2, **overrides: str) -> ManagedProcess:
+        return self.start("qcluster", "running.", Q_WORKERS=str(workers), **overrides)
+
+    def supervise(self) -> ManagedProcess:
+        return self.start("supervise", "Startup reconciliation")
+
+    def stop_all(self) -> None:
+        for process in reversed(self.started):
+            try:
+                process.stop()
+            except Exception as exc:  # go on: every child must be stopped
+                print(f"stopping {process.args}: {exc!r}")
+            try:  # whatever is left in its process group (a worker of a cluster that did not stop)
+                os.killpg(process.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            tail = process.log_path.read_text().splitlines()[-25:]
+            print(f"--- {process.log_path.name} (last lines)\n" + "\n".join(tail))
+
+
+@pytest.fixture
+def children(tmp_path, folders):
+    started = Children(tmp_path, folders)
+    yield started
+    started.stop_all()
+
+
+# --- reading what a user would read
+
+def train(**overrides) -> str:
+    return training_start(data={**REQUEST, **overrides}, actor="test").pk
+
+
+def status_of(operation_id: str) -> str:
+    return Operation.objects.values_list("status", flat=True).get(pk=operation_id)
+
+
+def wait_until_terminal(operation_id: str, timeout: float = RUN_TIMEOUT) -> Operation:
+    wait_for(lambda: status_of(operation_id) in TERMINAL_STATUSES, timeout=timeout, interval=0.05,
+             what=f"{operation_id} to end")
+    return Operation.objects.get(pk=operation_id)
+
+
+def wait_until_completed(operation_id: str) -> Operation:
+    operation = wait_until_terminal(operation_id)
+    assert operation.status == S.COMPLETED, (operation.status, operation.error_message)
+    return operation
+
+
+def wait_for_progress(operation_id: str, epochs: int) -> None:
+    def reached() -> bool:
+        status, current = Operation.objects.values_list("status", "progress_current").get(pk=operation_id)
+        assert status not in TERMINAL_STATUSES, f"{operation_id} ended ({status}) before epoch {epochs}"
+        return current >= epochs
+
+    wait_for(reached, timeout=RUN_TIMEOUT, interval=0.05, what=f"epoch {epochs} of {operation_id}")
+
+
+def transitions(operation_id: str) -> list[tuple[str, str]]:
+    """The status changes in the operation's history (a cancel request, RUNNING → RUNNING, left out)."""
+    events = OperationEvent.objects.filter(operation_id=operation_id).order_by("at", "id")
+    return [(event.from_status, event.to_status) for event in events if event.from_status != event.to_status]
+
+
+def checkpoint_files(folders: dict[str, Path], checkpoint: Checkpoint) -> dict[str, int]:
+    folder = folders["CHECKPOINT_DIR"] / checkpoint.artifacts_path
+    return {path.name: path.stat().st_size for path in folder.iterdir()}
+
+
+def assert_checkpoint_on_disk(folders: dict[str, Path], checkpoint: Checkpoint) -> None:
+    assert checkpoint_files(folders, checkpoint) == {entry["name"]: entry["size"] for entry in checkpoint.manifest}
+
+
+def save_folders(folders: dict[str, Path], operation_id: str) -> set[str]:
+    folder = folders["CHECKPOINT_DIR"] / operation_id
+    return {path.name for path in folder.iterdir()} if folder.exists() else set()
+
+
+def wait_until_checkpoint_gone(folders: dict[str, Path], operation_id: str) -> None:
+    """Completion deletes the row, then the files: just after COMPLETED they may still be on their way out."""
+    def gone() -> bool:
+        return not Checkpoint.objects.filter(pk=operation_id).exists() and not save_folders(folders, operation_id)
+
+    try:
+        wait_for(gone, timeout=10, interval=0.05, what=f"the checkpoint of {operation_id} to be deleted")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; still there: {sorted(save_folders(folders, operation_id))}") from None
+    assert not (folders["CHECKPOINT_DIR"] / operation_id).exists()
+
+
+def final_weights(operation: Operation, folders: dict[str, Path]) -> dict[str, torch.Tensor]:
+    model_path = Path(operation.result["model_path"])
+    assert model_path.parent == folders["MODELS_DIR"] / operation.pk
+    return torch.load(model_path, weights_only=True)
+
+
+def assert_same_model(resumed: Operation, straight: Operation, folders: dict[str, Path]) -> None:
+    first, second = final_weights(resumed, folders), final_weights(straight, folders)
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+    assert resumed.result["epochs_completed"] == straight.result["epochs_completed"] == REQUEST["epochs"]
+    assert resumed.result["history"] == straight.result["history"]
+
+
+# --- the acceptance criteria
+
+def test_cancel_near_epoch_12_then_resume_gives_the_straight_model(children, folders):
+    children.supervise()
+    children.cluster(workers=2)
+    started = time.monotonic()
+    straight = train()
+    interrupted = train()
+
+    wait_for_progress(interrupted, 12)
+    operation_cancel(operation_id=interrupted, actor="test")
+    cancelled = wait_until_terminal(interrupted, timeout=30)
+    print(f"cancel acknowledged {time.monotonic() - started:.1f}s after the start")
+    assert cancelled.status == S.CANCELLED
+    assert cancelled.events.get(to_status=S.CANCELLED).reason == "Cancelled by request - checkpoint saved"
+    checkpoint = Checkpoint.objects.get(pk=interrupted)
+    assert checkpoint.checkpoint_type == "cancellation"
+    assert 12 <= checkpoint.state["epoch"] < REQUEST["epochs"]
+    assert_checkpoint_on_disk(folders, checkpoint)
+    assert cancelled.resumable
+
+    resumed_at = time.monotonic()
+    operation_resume(operation_id=interrupted, actor="test")
+    resumed = wait_until_completed(interrupted)
+    straight_run = wait_until_completed(straight)
+    print(f"resumed from epoch {checkpoint.state['epoch']}, completed in {time.monotonic() - resumed_at:.1f}s; "
+          f"straight run train_seconds {straight_run.result['timings']['train_seconds']}")
+
+    wait_until_checkpoint_gone(folders, interrupted)
+    assert_same_model(resumed, straight_run, folders)
+    assert resumed.attempt == 2
+    assert transitions(interrupted) == [
+        ("", S.PENDING), (S.PENDING, S.RUNNING), (S.RUNNING, S.CANCELLED),
+        (S.CANCELLED, S.RESUMING), (S.RESUMING, S.RUNNING), (S.RUNNING, S.COMPLETED),
+    ]
+
+
+def test_cluster_killed_is_failed_by_the_sweep_and_resumes_on_a_new_cluster(children, folders):
+    children.supervise()
+    first_cluster = children.cluster(workers=1)
+    operation_id = train()
+
+    wait_for(
+        lambda: Checkpoint.objects.filter(pk=operation_id, state__epoch__gte=10).exists(),
+        timeout=RUN_TIMEOUT, interval=0.05, what="the periodic checkpoint of epoch 10",
+    )
+    killed_at = time.monotonic()
+    os.killpg(first_cluster.process.pid, signal.SIGKILL)  # started in a session of its own: pid == pgid
+    first_cluster.wait(timeout=10)
+
+    wait_for(lambda: status_of(operation_id) == S.PENDING_RECONCILIATION, timeout=15, interval=0.05,
+             what="PENDING_RECONCILIATION")
+    reconciling_after = time.monotonic() - killed_at
+    wait_for(lambda: status_of(operation_id) != S.PENDING_RECONCILIATION, timeout=15, interval=0.05,
+             what="the orphan timeout")
+    failed_after = time.monotonic() - killed_at
+    operation = Operation.objects.get(pk=operation_id)
+    print(f"kill -9 → PENDING_RECONCILIATION after {reconciling_after:.2f}s, → {operation.status} after "
+          f"{failed_after:.2f}s (last heartbeat → FAILED: "
+          f"{(operation.completed_at - operation.last_heartbeat_at).total_seconds():.2f}s)")
+    assert operation.status == S.FAILED
+    assert failed_after <= ORPHAN_TIMEOUT_SECONDS + ORPHAN_CHECK_SECONDS + 1.0
+    assert operation.error_message == f"Worker {operation.worker_id} became unavailable"
+    assert Worker.objects.get(pk=operation.worker_id).status == WorkerStatus.UNAVAILABLE
+    assert transitions(operation_id)[-3:] == [
+        (S.PENDING, S.RUNNING), (S.RUNNING, S.PENDING_RECONCILIATION), (S.PENDING_RECONCILIATION, S.FAILED)
+    ]
+    checkpoint = Checkpoint.objects.get(pk=operation_id)
+    assert checkpoint.checkpoint_type == "periodic"
+    assert checkpoint.state["epoch"] >= 10 and checkpoint.state["epoch"] % REQUEST["checkpoint_every"] == 0
+    assert_checkpoint_on_disk(folders, checkpoint)
+    # The kill may have come between a save's commit and the removal of the folder it replaced:
+    # such a folder has no row, is never loaded, and the checkpoint orphan sweep removes it.
+    uncommitted = save_folders(folders, operation_id) - {Path(checkpoint.artifacts_path).name}
+    print(f"kept: periodic checkpoint of epoch {checkpoint.state['epoch']}; folders without a row: {len(uncommitted)}")
+
+    children.cluster(workers=2)
+    operation_resume(operation_id=operation_id, actor="test")
+    straight = train()
+    resumed = wait_until_completed(operation_id)
+    assert_same_model(resumed, wait_until_completed(straight), folders)
+    assert resumed.worker_id != operation.worker_id  # a worker of the new cluster
+    wait_until_checkpoint_gone(folders, straight)
+    wait_for(
+        lambda: not Checkpoint.objects.filter(pk=operation_id).exists()
+        and save_folders(folders, operation_id) <= uncommitted,
+        timeout=10, interval=0.05, what="the resumed run's checkpoint to be deleted",
+    )
+    assert checkpoint_sweep_orphans(grace_seconds=0) == sorted(f"{operation_id}/{name}" for name in uncommitted)
+    wait_until_checkpoint_gone(folders, operation_id)
+
+
+def test_the_same_task_delivered_twice_runs_once(children, folders):
+    children.supervise()
+    children.cluster(workers=2)
+    request = TrainingParamsSerializer(data={**REQUEST, "epochs": 5})
+    request.is_valid(raise_exception=True)
+    operation_id = operation_create(
+        operation_type="training", params=request.to_params(), actor="test", enqueue=False
+    ).pk
+    task_ids = [async_task(RUN_OPERATION_TASK, operation_id, task_name=operation_id) for _ in range(2)]
+
+    completed = wait_until_completed(operation_id)
+    wait_for(lambda: Task.objects.filter(id__in=task_ids).count() == 2, timeout=30, what="both task results")
+    results = {task_id: Task.objects.get(id=task_id).result for task_id in task_ids}
+    assert sorted(results.values()) == ["completed", "not claimed"]
+    assert completed.attempt == 1
+    assert transitions(operation_id) == [("", S.PENDING), (S.PENDING, S.RUNNING), (S.RUNNING, S.COMPLETED)]
+    assert OperationEvent.objects.filter(operation_id=operation_id, to_status=S.RUNNING).count() == 1
+    assert completed.result["epochs_completed"] == 5
+
+
+def test_failure_inside_an_epoch_fails_with_a_checkpoint_that_resumes(children, folders, tmp_path):
+    settings_folder = tmp_path / "fault-settings"
+    settings_folder.mkdir()
+    (settings_folder / "fault_settings.py").write_text(FAULT_SETTINGS)
+    trigger = tmp_path / "fail-now"
+    children.supervise()
+    children.cluster(
+        workers=2,
+        DJANGO_SETTINGS_MODULE="fault_settings",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(settings_folder), os.environ.get("PYTHONPATH")])),
+        FAULT_TRIGGER_FILE=str(trigger),
+    )
+    operation_id = train()
+
+    wait_for_progress(operation_id, 7)
+    trigger.touch()
+    failed = wait_until_terminal(operation_id, timeout=30)
+    assert (failed.status, failed.error_message) == (S.FAILED, "RuntimeError: injected fault inside an epoch")
+    assert not trigger.exists()
+    checkpoint = Checkpoint.objects.get(pk=operation_id)
+    assert checkpoint.checkpoint_type == "failure"
+    assert 7 <= checkpoint.state["epoch"] < REQUEST["epochs"]
+    assert_checkpoint_on_disk(folders, checkpoint)
+    assert failed.resumable
+
+    # A resume on a worker that lacks the market data fails at once, and keeps the checkpoint for a retry.
+    data_file = folders["DATA_DIR"] / "SYN_1h.csv"
+    data_file.rename(data_file.with_name("elsewhere.csv"))
+    asked = time.monotonic()
+    operation_resume(operation_id=operation_id, actor="test")
+    without_data = wait_until_terminal(operation_id, timeout=15)
+    print(f"resume without market data FAILED after {time.monotonic() - asked:.2f}s")
+    assert without_data.status == S.FAILED
+    assert without_data.error_message.startswith("MarketDataError: no market data for SYN 1h")
+    assert Checkpoint.objects.get(pk=operation_id).version == checkpoint.version
+    assert_checkpoint_on_disk(folders, checkpoint)
+
+    data_file.with_name("elsewhere.csv").rename(data_file)
+    operation_resume(operation_id=operation_id, actor="test")
+    straight = train()
+    resumed = wait_until_completed(operation_id)
+    wait_until_checkpoint_gone(folders, operation_id)
+    assert_same_model(resumed, wait_until_completed(straight), folders)
+    assert transitions(operation_id)[-7:] == [
+        (S.RUNNING, S.FAILED),
+        (S.FAILED, S.RESUMING), (S.RESUMING, S.RUNNING), (S.RUNNING, S.FAILED),
+        (S.FAILED, S.RESUMING), (S.RESUMING, S.RUNNING), (S.RUNNING, S.COMPLETED),
+    ]
