@@ -2,14 +2,15 @@ from __future__ import annotations
 
 import json
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from checkpoints.models import Checkpoint
-from checkpoints.services import checkpoint_delete
+from checkpoints.services import checkpoint_discard
+from operations.exceptions import ServiceError
 
 
 @admin.register(Checkpoint)
@@ -70,8 +71,11 @@ class CheckpointAdmin(admin.ModelAdmin):
 
     # Deleting through the admin (the delete action or page) removes the files too.
     def delete_model(self, request: HttpRequest, checkpoint: Checkpoint) -> None:
-        checkpoint_delete(checkpoint.operation_id)
+        self.delete_queryset(request, Checkpoint.objects.filter(pk=checkpoint.pk))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Checkpoint]) -> None:
         for operation_id in queryset.values_list("operation_id", flat=True):
-            checkpoint_delete(operation_id)
+            try:
+                checkpoint_discard(operation_id)
+            except ServiceError as exc:
+                self.message_user(request, exc.detail, messages.WARNING)

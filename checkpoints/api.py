@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from checkpoints.exceptions import CheckpointNotFound
 from checkpoints.models import Checkpoint
 from checkpoints.resume import operation_resume
-from checkpoints.services import checkpoint_cleanup, checkpoint_delete, checkpoint_stats, checkpoints_expired
+from checkpoints.services import checkpoint_cleanup, checkpoint_discard, checkpoint_stats, checkpoints_expired
 from operations import selectors
 from operations.api.serializers import OperationIdField
 from operations.api.views import ERRORS, ErrorSerializer, path_value, user_actor
@@ -154,10 +154,12 @@ class CheckpointDetailView(APIView):
     def get(self, request: Request, operation_id: str) -> Response:
         return Response(CheckpointSerializer(visible_checkpoint(request, operation_id)).data)
 
-    @extend_schema(responses={204: None, **ERRORS})
+    @extend_schema(
+        responses={204: None, 409: OpenApiResponse(ErrorSerializer, description="CHECKPOINT_IN_USE"), **ERRORS}
+    )
     def delete(self, request: Request, operation_id: str) -> Response:
         checkpoint = visible_checkpoint(request, operation_id)
-        checkpoint_delete(checkpoint.operation_id)
+        checkpoint_discard(checkpoint.operation_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -24,6 +24,17 @@ class CheckpointNotFound(ServiceError):
         )
 
 
+class CheckpointInUse(ServiceError):
+    code = "CHECKPOINT_IN_USE"
+    status_code = 409
+
+    def __init__(self, operation_id: str) -> None:
+        super().__init__(
+            f"The checkpoint of {operation_id} is about to be used by its resume; it cannot be deleted now.",
+            {"operation_id": operation_id, "current_status": "RESUMING"},
+        )
+
+
 class CheckpointCorrupted(ServiceError):
     code = "CHECKPOINT_CORRUPTED"
     status_code = 422

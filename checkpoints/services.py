@@ -29,7 +29,7 @@ from django.db.models import Count, Min, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from checkpoints.exceptions import CheckpointCorrupted, CheckpointNotFound
+from checkpoints.exceptions import CheckpointCorrupted, CheckpointInUse, CheckpointNotFound
 from checkpoints.models import Checkpoint, CheckpointType
 from checkpoints.storage import ARTIFACT_NAME_RE, checkpoint_storage, delete_tree
 from operations.ids import is_operation_id
@@ -223,6 +223,15 @@ def checkpoint_delete(operation_id: str, *, only_if: Q | None = None) -> bool:
     delete_tree(checkpoint_storage(), row["artifacts_path"])
     _remove_empty_operation_folder(operation_id)
     return True
+
+
+def checkpoint_discard(operation_id: str) -> None:
+    """A user's delete: refused while a resume waits to load the checkpoint (it would start over)."""
+    if checkpoint_delete(operation_id, only_if=~Q(operation__status=S.RESUMING)):
+        return
+    if Checkpoint.objects.filter(operation_id=operation_id).exists():
+        raise CheckpointInUse(operation_id)
+    raise CheckpointNotFound(operation_id)
 
 
 def _expired(max_age_days: float, now: datetime | None = None) -> Q:

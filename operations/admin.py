@@ -210,10 +210,16 @@ class OperationAdmin(admin.ModelAdmin):
 
     @admin.action(description="Delete the checkpoints of selected operations")
     def delete_checkpoints(self, request: HttpRequest, queryset: QuerySet[Operation]) -> None:
-        from checkpoints.services import checkpoint_delete
+        from checkpoints.services import checkpoint_discard
 
-        deleted = [pk for pk in queryset.values_list("pk", flat=True) if checkpoint_delete(pk)]
-        self.message_user(request, f"Deleted {len(deleted)} checkpoint(s).", messages.SUCCESS)
+        deleted = 0
+        for operation_id in queryset.filter(checkpoint__isnull=False).values_list("pk", flat=True):
+            try:
+                checkpoint_discard(operation_id)
+                deleted += 1
+            except ServiceError as exc:
+                self.message_user(request, exc.detail, messages.WARNING)
+        self.message_user(request, f"Deleted {deleted} checkpoint(s).", messages.SUCCESS)
 
 
 @admin.register(Worker)

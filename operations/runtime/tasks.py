@@ -74,7 +74,8 @@ def run_operation(operation_id: str) -> str:
     heartbeat.start()
     runner = None
     try:
-        runner = _start_runner(context, executor.runner, finish)
+        resuming = operation.previous_status == S.RESUMING  # claimed from RESUMING: a checkpoint must be there
+        runner = _start_runner(context, executor.runner, finish, resuming=resuming)
         if runner is None:
             return "failed"
         result = runner.run()
@@ -97,7 +98,7 @@ def run_operation(operation_id: str) -> str:
     return "completed"
 
 
-def _start_runner(context: RunContext, runner_path: str, finish: _Finisher) -> Runner | None:
+def _start_runner(context: RunContext, runner_path: str, finish: _Finisher, *, resuming: bool) -> Runner | None:
     """Load the checkpoint to resume from, if any, and build the runner.
 
     None when the run cannot start, recorded as FAILED with any checkpoint kept
@@ -110,6 +111,10 @@ def _start_runner(context: RunContext, runner_path: str, finish: _Finisher) -> R
             context.resume_from = checkpoint_load(context.operation_id)
     except CheckpointCorrupted as exc:
         finish.failed(f"{exc.code}: {exc.detail}")
+        return None
+    if resuming and context.resume_from is None:
+        # Starting over would silently redo all the work the user asked to resume.
+        finish.failed("CHECKPOINT_NOT_FOUND: the checkpoint was deleted before the resume could load it")
         return None
     try:
         return import_string(runner_path)(context)

@@ -126,3 +126,14 @@ def test_run_taken_over_elsewhere_is_abandoned_without_writes(counting, worker_f
     operation = Operation.objects.get(pk=operation_id)
     assert (operation.status, operation.worker_id, operation.attempt) == (S.RUNNING, other.pk, 2)
     assert operation.result is None
+
+
+def test_resume_whose_checkpoint_vanished_fails_instead_of_starting_over(counting):
+    operation_id = create(steps=20, checkpoint_every=5, fail_at=8)
+    assert run_operation(operation_id) == "failed"
+    operation_resume(operation_id=operation_id, actor="user:test")
+    Checkpoint.objects.filter(pk=operation_id).delete()  # removed behind the resume's back
+    assert run_operation(operation_id) == "failed"
+    operation = Operation.objects.get(pk=operation_id)
+    assert operation.status == S.FAILED and operation.error_message.startswith("CHECKPOINT_NOT_FOUND")
+    assert operation.result is None

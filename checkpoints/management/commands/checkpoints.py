@@ -9,11 +9,10 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from checkpoints.api import CheckpointSerializer, StatsSerializer
-from checkpoints.exceptions import CheckpointNotFound
 from checkpoints.models import Checkpoint
 from checkpoints.services import (
     checkpoint_cleanup,
-    checkpoint_delete,
+    checkpoint_discard,
     checkpoint_get,
     checkpoint_stats,
     checkpoints_expired,
@@ -108,8 +107,7 @@ class Command(ActionCommand):
             answer = input(f"Delete the checkpoint of {operation_id}? [y/N] ") if self.interactive() else ""
             if answer.strip().lower() not in ("y", "yes"):
                 raise CommandError("Not deleted (confirm with 'y', or pass --force).")
-        if not checkpoint_delete(operation_id):
-            raise CheckpointNotFound(operation_id)
+        checkpoint_discard(operation_id)
         self.stdout.write(f"Deleted the checkpoint of {operation_id}.")
 
     def interactive(self) -> bool:
