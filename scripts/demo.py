@@ -23,7 +23,7 @@ EPOCHS = 30
 CANCEL_AT_EPOCH = 12
 TRAIN_ARGS = [
     "--symbol", "DEMO", "--timeframe", "1h", "--epochs", str(EPOCHS), "--checkpoint-every", "5",
-    "--hidden-sizes", "128,64", "--batch-size", "128", "--learning-rate", "0.002", "--seed", "7",
+    "--hidden-sizes", "256,256", "--batch-size", "64", "--learning-rate", "0.002", "--seed", "7",
 ]
 
 os.environ.pop("DATABASE_URL", None)  # the embedded default: a SQLite file under VAR_DIR
@@ -84,7 +84,7 @@ def wait(operation_id: str, condition, what: str, timeout: float = 600):
             last = line
         if condition(operation):
             return operation
-        time.sleep(0.5)
+        time.sleep(0.2)
     sys.exit(f"timed out waiting for {what} of {operation_id}")
 
 
