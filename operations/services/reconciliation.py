@@ -149,18 +149,23 @@ def _fail_expired_reconciliation(now: datetime, report: SweepReport) -> None:
     )
     for operation_id, version, worker_id in expired:
         message = worker_unavailable_message(worker_id) if worker_id else NO_WORKER_MESSAGE
-        if Operation.objects.transition(
-            operation_id,
-            from_statuses=[S.PENDING_RECONCILIATION],
-            to_status=S.FAILED,
-            actor=CONTROL_LOOP,
-            reason=message,
-            version=version,
-            error_message=message,
-            presumed_orphan=True,
-            completed_at=now,
-        ):
+        if _fail(operation_id, S.PENDING_RECONCILIATION, version, message, now, presumed_orphan=True):
             report.failed.append(operation_id)
+
+
+def _fail(operation_id: str, from_status: str, version: int, message: str, now: datetime, **changes) -> bool:
+    """The control loop's FAILED: conditional on the version it read, the message as error and reason."""
+    return Operation.objects.transition(
+        operation_id,
+        from_statuses=[from_status],
+        to_status=S.FAILED,
+        actor=CONTROL_LOOP,
+        reason=message,
+        version=version,
+        error_message=message,
+        completed_at=now,
+        **changes,
+    )
 
 
 def _requeue_unclaimed(now: datetime, report: SweepReport) -> None:
@@ -222,16 +227,7 @@ def reconcile_startup(*, now: datetime | None = None) -> ReconcileReport:
                 if registry.has_checkpoint(operation_id)
                 else BACKEND_RESTART_WITHOUT_CHECKPOINT
             )
-            if Operation.objects.transition(
-                operation_id,
-                from_statuses=[S.RUNNING],
-                to_status=S.FAILED,
-                actor=CONTROL_LOOP,
-                reason=message,
-                version=version,
-                error_message=message,
-                completed_at=now,
-            ):
+            if _fail(operation_id, S.RUNNING, version, message, now):
                 report.failed_backend_local.append(operation_id)
         elif Operation.objects.transition(
             operation_id,
