@@ -32,8 +32,8 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "operations",  # before django_q: its `qcluster` command wraps django-q2's
     "django_q",
-    "operations",
     "checkpoints",
     "marketdata",
     "training",

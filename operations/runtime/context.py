@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from checkpoints.services import Fence, LoadedCheckpoint, SaveResult, checkpoint_save
+from operations.runtime.shutdown import shutdown_requested
 from operations.services.workers import Progress
 
 
@@ -16,6 +17,10 @@ class OperationStopped(Exception):
 
 class OperationCancelled(OperationStopped):
     pass
+
+
+class OperationShutdown(OperationStopped):
+    """The worker's cluster is shutting down (SIGTERM): checkpoint and stop."""
 
 
 class OperationAbandoned(OperationStopped):
@@ -85,6 +90,8 @@ class RunContext:
             raise OperationAbandoned(self.operation_id)
         if self.cancel_requested.is_set():
             raise OperationCancelled(self.operation_id)
+        if shutdown_requested.is_set():
+            raise OperationShutdown(self.operation_id)
 
     # --- checkpoints, fenced on this run
     def save_checkpoint(self, checkpoint_type: str, state: dict[str, Any], artifacts: dict[str, bytes]) -> SaveResult:

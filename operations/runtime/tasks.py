@@ -16,7 +16,18 @@ from checkpoints.models import Checkpoint
 from checkpoints.services import checkpoint_delete, checkpoint_load
 from operations import registry
 from operations.models import Operation, OperationStatus
-from operations.runtime.context import OperationAbandoned, OperationCancelled, RunContext, Runner
+from operations.runtime.context import (
+    OperationAbandoned,
+    OperationCancelled,
+    OperationShutdown,
+    RunContext,
+    Runner,
+)
+from operations.runtime.shutdown import (
+    GRACEFUL_SHUTDOWN_MESSAGE,
+    GRACEFUL_SHUTDOWN_NO_CHECKPOINT,
+    shutdown_requested,
+)
 from operations.runtime.heartbeat import Heartbeat
 from operations.services.lifecycle import operation_claim, operation_finish
 from operations.services.workers import worker_register
@@ -48,6 +59,8 @@ def run_operation(operation_id: str) -> str:
        CANCELLED with a cancellation checkpoint, or FAILED with a failure
        checkpoint; told to stop, write nothing.
     """
+    if shutdown_requested.is_set():
+        return "not claimed: shutting down"  # left PENDING; the sweep re-enqueues it for another worker
     worker_id = current_worker_id()
     worker_register(worker_id=worker_id, worker_type="qcluster", capabilities=capabilities())
     attempt = operation_claim(operation_id=operation_id, worker_id=worker_id)
@@ -82,6 +95,11 @@ def run_operation(operation_id: str) -> str:
     except OperationAbandoned:
         logger.warning("Abandoned %s: the control plane gave it to another run", operation_id)
         return "abandoned"
+    except OperationShutdown:
+        saved = _save_payload(context, runner, CheckpointType.SHUTDOWN)
+        message = GRACEFUL_SHUTDOWN_MESSAGE if saved else GRACEFUL_SHUTDOWN_NO_CHECKPOINT
+        finish.done(S.CANCELLED, error=message, reason=message)
+        return "shut down"
     except OperationCancelled:
         saved = _save_payload(context, runner, CheckpointType.CANCELLATION)
         finish.done(S.CANCELLED, reason="Cancelled by request" + (" - checkpoint saved" if saved else ""))

@@ -1,0 +1,71 @@
+"""`manage.py qcluster`: django-q2's cluster, with graceful shutdown of the running operations.
+
+SIGTERM or SIGINT (docker stop, Kubernetes, Ctrl+C): each worker process is
+told to checkpoint and stop its operation (operations/runtime/shutdown.py),
+then django-q2 stops as usual. Whatever is still running after
+SHUTDOWN_TIMEOUT_SECONDS is killed, so the process always exits in time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+
+from django.conf import settings
+from django_q.cluster import Cluster
+from django_q.management.commands.qcluster import Command as DjangoQCommand
+
+from operations.runtime import shutdown
+
+logger = logging.getLogger("operations.qcluster")
+
+
+class Command(DjangoQCommand):
+    help = (
+        "Start a django-q2 worker cluster. SIGTERM or SIGINT checkpoints and cancels the running operations "
+        "(CANCELLED, 'Graceful shutdown - checkpoint saved') and exits within SHUTDOWN_TIMEOUT_SECONDS."
+    )
+
+    def handle(self, *args, **options):
+        settings.SECRET_KEY  # django-q2 signs tasks with it
+        if options.get("cluster_name"):
+            os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
+        self.cluster_pid = os.getpid()
+        os.environ[shutdown.CLUSTER_PID_VARIABLE] = str(self.cluster_pid)  # inherited by the worker processes
+        self.stopping = False
+        self.cluster = Cluster()
+        signal.signal(signal.SIGTERM, self.on_stop_signal)
+        signal.signal(signal.SIGINT, self.on_stop_signal)
+        try:
+            self.cluster.start()
+            if options.get("run_once", False):
+                self.cluster.stop()
+            else:
+                # django-q2's command returns here and the interpreter waits for the cluster at exit;
+                # waiting explicitly keeps our signal handler in charge until the cluster has stopped.
+                while self.cluster.sentinel.is_alive():
+                    self.cluster.sentinel.join(timeout=1)
+        finally:
+            shutdown.forget_cluster(self.cluster_pid)
+
+    def on_stop_signal(self, signum, frame) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        budget = settings.SHUTDOWN_TIMEOUT_SECONDS
+        workers = shutdown.signal_workers(self.cluster_pid)
+        logger.warning(
+            "%s: checkpointing and stopping the operations of %d worker process(es); %gs at most",
+            signal.Signals(signum).name, len(workers), budget,
+        )
+        threading.Thread(target=self.deadline, args=(budget,), daemon=True).start()
+        self.cluster.stop()
+
+    def deadline(self, budget: float) -> None:
+        threading.Event().wait(budget)
+        logger.error("Shutdown took longer than %gs: killing the worker processes", budget)
+        shutdown.kill_cluster_processes(self.cluster_pid)
+        shutdown.forget_cluster(self.cluster_pid)
+        os._exit(1)

@@ -1,0 +1,68 @@
+"""SIGTERM to `qcluster` (docker stop, Kubernetes): shutdown checkpoint, CANCELLED, every process gone, in time."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from checkpoints.models import Checkpoint
+from checkpoints.resume import operation_resume
+from operations.models import OperationStatus as S
+from operations.runtime.shutdown import GRACEFUL_SHUTDOWN_MESSAGE, descendants
+from tests.training.test_training_process import (  # noqa: F401 (fixtures)
+    assert_checkpoint_on_disk,
+    assert_same_model,
+    children,
+    folders,
+    train,
+    wait_for_progress,
+    wait_until_checkpoint_gone,
+    wait_until_completed,
+)
+from tests.support.processes import wait_for
+
+pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
+
+SHUTDOWN_TIMEOUT_SECONDS = 25
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_checkpoints_cancels_and_exits_then_resume_matches_a_straight_run(children, folders, signum):
+    cluster = children.cluster(workers=2)
+    interrupted = train()
+    wait_for_progress(interrupted, 8)
+    processes = [cluster.process.pid, *descendants(cluster.process.pid)]
+
+    sent = time.monotonic()
+    cluster.signal(signum)
+    assert cluster.wait(timeout=SHUTDOWN_TIMEOUT_SECONDS) == 0
+    took = time.monotonic() - sent
+    print(f"{signal.Signals(signum).name}: cluster exited after {took:.2f}s")
+    assert took < SHUTDOWN_TIMEOUT_SECONDS
+    wait_for(lambda: not [pid for pid in processes if _alive(pid)], timeout=5, what="every cluster process gone")
+
+    operation = Checkpoint.objects.select_related("operation").get(pk=interrupted).operation
+    assert operation.status == S.CANCELLED
+    assert operation.error_message == GRACEFUL_SHUTDOWN_MESSAGE
+    assert operation.events.get(to_status=S.CANCELLED).reason == GRACEFUL_SHUTDOWN_MESSAGE
+    assert operation.checkpoint.checkpoint_type == "shutdown" and operation.checkpoint.state["epoch"] >= 8
+    assert_checkpoint_on_disk(folders, operation.checkpoint)
+
+    children.cluster(workers=2)  # a new cluster: the straight run, and the resume
+    straight = train()
+    operation_resume(operation_id=interrupted, actor="test")
+    resumed = wait_until_completed(interrupted)
+    straight_run = wait_until_completed(straight)
+    wait_until_checkpoint_gone(folders, interrupted)
+    assert resumed.attempt == 2
+    assert_same_model(resumed, straight_run, folders)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
