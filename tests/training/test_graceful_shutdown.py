@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -16,6 +17,7 @@ from tests.training.test_training_process import (  # noqa: F401 (fixtures)
     assert_same_model,
     children,
     folders,
+    status_of,
     train,
     wait_for_progress,
     wait_until_checkpoint_gone,
@@ -66,3 +68,59 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+# A cluster started with these settings has its worker processes stuck in one training batch once the
+# trigger file exists: a batch longer than the shutdown budget (test only; product code unchanged).
+STUCK_SETTINGS = '''\
+import os
+import time
+
+from config.settings.base import *  # noqa: F401,F403
+from training import model as _model
+
+_forward = _model.DirectionClassifier.forward
+
+
+def _forward_or_stuck(self, features):
+    if self.training and os.path.exists(os.environ["STUCK_TRIGGER_FILE"]):
+        time.sleep(120)
+    return _forward(self, features)
+
+
+_model.DirectionClassifier.forward = _forward_or_stuck
+'''
+
+
+def test_a_batch_longer_than_the_budget_is_killed_in_time_and_the_sweep_fails_it(children, folders, tmp_path):
+    settings_folder = tmp_path / "stuck-settings"
+    settings_folder.mkdir()
+    (settings_folder / "stuck_settings.py").write_text(STUCK_SETTINGS)
+    trigger = tmp_path / "stuck-now"
+    children.supervise()
+    cluster = children.cluster(
+        workers=1,
+        SHUTDOWN_TIMEOUT_SECONDS="3",
+        DJANGO_SETTINGS_MODULE="stuck_settings",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(settings_folder), os.environ.get("PYTHONPATH")])),
+        STUCK_TRIGGER_FILE=str(trigger),
+    )
+    operation_id = train()
+    wait_for_progress(operation_id, 6)
+    trigger.touch()
+    time.sleep(1)  # into the stuck batch
+    processes = [cluster.process.pid, *descendants(cluster.process.pid)]
+
+    sent = time.monotonic()
+    cluster.signal(signal.SIGTERM)
+    exit_code = cluster.wait(timeout=15)
+    took = time.monotonic() - sent
+    print(f"stuck cluster exited with {exit_code} after {took:.2f}s (budget 3s)")
+    assert exit_code == 1 and took < 3 + 2
+    wait_for(lambda: not [pid for pid in processes if _alive(pid)], timeout=5, what="every cluster process gone")
+
+    # Nothing could checkpoint it: the control loop finds it orphaned; its periodic checkpoint stays.
+    wait_for(lambda: status_of(operation_id) == S.FAILED, timeout=15, what="FAILED by the sweep")
+    operation = Checkpoint.objects.select_related("operation").get(pk=operation_id).operation
+    assert operation.error_message.endswith("became unavailable")
+    assert operation.checkpoint.checkpoint_type == "periodic" and operation.checkpoint.state["epoch"] == 5
