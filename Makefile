@@ -5,11 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-fast test-process run migrate
+.PHONY: help install demo bench test test-fast test-process run migrate
 
 help:
 	@echo "make demo      train, cancel, resume and compare on a bare machine (SQLite, no services)"
 	@echo "make test      run the whole test suite against PostgreSQL (DATABASE_URL, default 127.0.0.1:5432)"
+	@echo "make bench     checkpoint cost against none and against a raw torch.save"
 	@echo "make run       web + qcluster + supervise together; Ctrl+C stops all three"
 	@echo "make install   create $(VENV) and install requirements.txt"
 
@@ -23,6 +24,9 @@ $(STAMP): requirements.txt
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
+
+bench: $(STAMP)
+	$(PY) benchmarks/checkpoint_cost.py
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
