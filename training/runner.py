@@ -139,7 +139,10 @@ class TrainingRunner:
                 message=f"epoch {epoch}/{epochs}: val_loss {val_loss:.4f}, val_acc {val_accuracy:.3f}",
             )
             if epoch < epochs and self.policy.due(epoch):
-                self.context.save_checkpoint(CheckpointType.PERIODIC, *self.checkpoint_payload())
+                snapshot = self._snapshot  # never changed again: the next epoch takes a new one
+                self.context.save_checkpoint_in_background(
+                    CheckpointType.PERIODIC, lambda: self._payload_of(snapshot)
+                )
                 self.policy.saved(epoch)
         self.train_seconds += time.monotonic() - started
         return self._finish(self.context.checkpoint_seconds - checkpoint_seconds_before)
@@ -172,9 +175,10 @@ class TrainingRunner:
         }
 
     def checkpoint_payload(self) -> tuple[dict[str, Any], dict[str, bytes]] | None:
-        snapshot = self._snapshot
-        if snapshot is None:
-            return None
+        return None if self._snapshot is None else self._payload_of(self._snapshot)
+
+    @staticmethod
+    def _payload_of(snapshot: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]:
         artifacts = {
             "model.pt": _to_bytes(snapshot["model"]),
             "optimizer.pt": _to_bytes(snapshot["optimizer"]),

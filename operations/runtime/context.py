@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from django.db import connection
 
 from checkpoints.services import Fence, LoadedCheckpoint, SaveResult, checkpoint_save
 from operations.runtime.shutdown import shutdown_requested
 from operations.services.workers import Progress
+
+
+logger = logging.getLogger(__name__)
 
 
 class OperationStopped(Exception):
@@ -63,7 +71,9 @@ class RunContext:
         self.resume_from = resume_from
         self.cancel_requested = threading.Event()
         self.abandoned = threading.Event()
-        self.checkpoint_seconds = 0.0
+        self.checkpoint_seconds = 0.0  # time the runner waited on checkpointing
+        self._in_flight: threading.Thread | None = None
+        self.last_save: SaveResult | None = None
         self._progress_lock = threading.Lock()
         self._progress: Progress | None = None
 
@@ -95,6 +105,47 @@ class RunContext:
 
     # --- checkpoints, fenced on this run
     def save_checkpoint(self, checkpoint_type: str, state: dict[str, Any], artifacts: dict[str, bytes]) -> SaveResult:
+        """Save now (cancel, failure and shutdown checkpoints), after any save still in flight."""
+        self.flush_checkpoint()
+        result = self._save(checkpoint_type, state, artifacts)
+        self.checkpoint_seconds += result.seconds
+        return result
+
+    def save_checkpoint_in_background(
+        self, checkpoint_type: str, payload: Callable[[], tuple[dict[str, Any], dict[str, bytes]]]
+    ) -> None:
+        """Serialise and save a periodic checkpoint beside the run; one save in flight at most.
+
+        `payload` must read only a snapshot the runner no longer changes. The
+        commit-point rules hold as in any save: the row moves only once the files
+        are complete. The previous save is waited for first.
+        """
+        self.flush_checkpoint()
+        self._in_flight = threading.Thread(
+            target=self._save_in_background, args=(checkpoint_type, payload), name=f"checkpoint-{self.operation_id}",
+            daemon=True,
+        )
+        self._in_flight.start()
+
+    def flush_checkpoint(self) -> None:
+        """Wait for the save in flight, if any (before the next save, a stop checkpoint, and the end)."""
+        if self._in_flight is None:
+            return
+        started = time.monotonic()
+        self._in_flight.join()
+        self.checkpoint_seconds += time.monotonic() - started
+        self._in_flight = None
+
+    def _save_in_background(self, checkpoint_type: str, payload) -> None:
+        try:
+            state, artifacts = payload()
+            self.last_save = self._save(checkpoint_type, state, artifacts)
+        except Exception:  # a checkpoint failure never kills the operation
+            logger.exception("Background checkpoint of %s failed", self.operation_id)
+        finally:
+            connection.close()  # this thread's own connection
+
+    def _save(self, checkpoint_type: str, state: dict[str, Any], artifacts: dict[str, bytes]) -> SaveResult:
         result = checkpoint_save(
             operation_id=self.operation_id,
             checkpoint_type=checkpoint_type,
@@ -102,5 +153,5 @@ class RunContext:
             artifacts=artifacts,
             fence=self.fence,
         )
-        self.checkpoint_seconds += result.seconds
+        self.last_save = result
         return result

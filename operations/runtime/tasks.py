@@ -93,6 +93,7 @@ def run_operation(operation_id: str) -> str:
             return "failed"
         result = runner.run()
     except OperationAbandoned:
+        context.flush_checkpoint()
         logger.warning("Abandoned %s: the control plane gave it to another run", operation_id)
         return "abandoned"
     except OperationShutdown:
@@ -110,6 +111,7 @@ def run_operation(operation_id: str) -> str:
         finish.failed(f"{type(exc).__name__}: {exc}", trace=traceback.format_exc())
         return "failed"
     finally:
+        context.flush_checkpoint()  # no save may commit after the outcome (or after the checkpoint's deletion)
         heartbeat.stop()
     if finish.done(S.COMPLETED, result=result, reason="Completed"):
         checkpoint_delete(operation_id)

@@ -131,3 +131,13 @@ def test_cancel_mid_run_resumes_to_identical_weights(market):
     operation_resume(operation_id=interrupted, actor="test")
     assert run_operation(interrupted) == "completed"
     assert_identical(final_weights(straight), final_weights(interrupted))
+
+
+def test_background_saves_are_flushed_before_the_outcome(market, checkpoint_dir):
+    """A checkpoint every epoch, saved beside the run: none may commit after completion deleted the checkpoint."""
+    operation_id = train(epochs=6, checkpoint_every=1)
+    assert run_operation(operation_id) == "completed"
+    operation = Operation.objects.get(pk=operation_id)
+    assert operation.result["timings"]["checkpoint_seconds"] >= 0
+    assert not Checkpoint.objects.filter(pk=operation_id).exists()
+    assert not (checkpoint_dir / operation_id).exists()
