@@ -3,6 +3,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import pytest
+from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -113,3 +114,16 @@ def checkpoint_dir(tmp_path, settings):
         },
     }
     return folder
+
+
+@pytest.fixture
+def admin_user(db):
+    return StaffFactory(is_superuser=True)
+
+
+@pytest.fixture
+def admin_client(admin_user) -> Client:
+    """The Django test client, logged in to the admin as a superuser."""
+    client = Client()
+    assert client.login(username=admin_user.username, password="secret-pass")
+    return client

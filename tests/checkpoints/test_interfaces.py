@@ -28,7 +28,7 @@ from checkpoints.models import Checkpoint
 from checkpoints.services import checkpoint_save
 from operations.models import Operation, OperationEvent, OperationStatus as S
 from tests.conftest import queued_operation_ids
-from tests.factories import OperationFactory, RunningOperationFactory, StaffFactory
+from tests.factories import OperationFactory, RunningOperationFactory
 from tests.support.processes import ROOT, child_env
 
 pytestmark = pytest.mark.django_db
@@ -653,18 +653,6 @@ def test_operation_list_rejects_a_bad_resumable_value(user_client, scene):
 
 
 # --- admin
-
-@pytest.fixture
-def admin_user(db):
-    return StaffFactory(is_superuser=True)
-
-
-@pytest.fixture
-def admin_client(admin_user) -> Client:
-    client = Client()
-    assert client.login(username=admin_user.username, password="secret-pass")
-    return client
-
 
 def admin_url(name: str, operation: Operation) -> str:
     # quote(): the admin unquotes ids in its URLs, and "_22", "_24"... in an operation id would decode to '"', '$'...

@@ -25,18 +25,6 @@ def change_url(operation: Operation) -> str:
     return reverse("admin:operations_operation_change", args=[quote(operation.pk)])
 
 
-@pytest.fixture
-def admin_user(db):
-    return StaffFactory(is_superuser=True)
-
-
-@pytest.fixture
-def admin_client(admin_user) -> Client:
-    client = Client()
-    assert client.login(username=admin_user.username, password="secret-pass")
-    return client
-
-
 def rows_shown(response) -> set[str]:
     """The operation ids listed in the changelist's result table."""
     return {operation.pk for operation in response.context["cl"].result_list}

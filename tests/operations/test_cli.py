@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from operations.models import Operation, OperationEvent, OperationStatus, Worker
 from operations.services.lifecycle import operation_claim, operation_create
 from operations.services.reconciliation import BACKEND_RESTART_WITHOUT_CHECKPOINT, worker_unavailable_message
 from tests.factories import OperationFactory, RunningOperationFactory, WorkerFactory
+from tests.support.processes import child_env
 
 S = OperationStatus
 MANAGE_PY = Path(settings.BASE_DIR) / "manage.py"
@@ -364,16 +364,10 @@ def test_cancel_follow_waits_until_the_worker_acknowledges(transactional_db):
 
 def manage(*args: str) -> subprocess.CompletedProcess:
     """Run manage.py against the test database (its rows must be committed: transactional_db)."""
-    database = settings.DATABASES["default"]
-    url = (
-        f"postgres://{database['USER'] or 'postgres'}@{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}/"
-        f"{database['NAME']}"
-    )
-    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "config.settings.base"}
     return subprocess.run(
         [sys.executable, str(MANAGE_PY), *args],
         cwd=MANAGE_PY.parent,
-        env=env,
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=60,
