@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 
 import pytest
 from django.db import connection
@@ -14,7 +13,7 @@ from operations.runtime.tasks import current_worker_id, run_operation
 from operations.services.lifecycle import operation_cancel, operation_create
 from tests.conftest import queued_operation_ids, replaced_executor
 from tests.runtime.counting import straight_total
-from tests.support.processes import wait_for
+from tests.support.processes import run_operation_in_thread, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,20 +27,6 @@ def counting(settings, checkpoint_dir):
 
 def create(**params) -> str:
     return operation_create(operation_type="training", params=params, actor="test", enqueue=False).pk
-
-
-def run_in_thread(operation_id: str) -> tuple[threading.Thread, list]:
-    outcome: list = []
-
-    def target():
-        try:
-            outcome.append(run_operation(operation_id))
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    return thread, outcome
 
 
 def test_completes_with_result_and_deletes_checkpoint(counting):
@@ -81,7 +66,7 @@ def test_progress_is_coalesced_into_heartbeats(counting):
 
 def test_cancel_saves_checkpoint_and_resume_gives_the_same_result(counting):
     operation_id = create(steps=60, step_seconds=0.01, checkpoint_every=5)
-    thread, outcome = run_in_thread(operation_id)
+    thread, outcome = run_operation_in_thread(operation_id)
     wait_for(lambda: Operation.objects.get(pk=operation_id).progress_current >= 10, timeout=10, what="progress")
     operation_cancel(operation_id=operation_id, actor="user:test")
     thread.join(timeout=10)
@@ -116,7 +101,7 @@ def test_failure_saves_failure_checkpoint_and_resumes(counting):
 
 def test_run_taken_over_elsewhere_is_abandoned_without_writes(counting, worker_factory):
     operation_id = create(steps=500, step_seconds=0.01, checkpoint_every=1000)
-    thread, outcome = run_in_thread(operation_id)
+    thread, outcome = run_operation_in_thread(operation_id)
     wait_for(lambda: Operation.objects.get(pk=operation_id).progress_current >= 3, timeout=10, what="progress")
     other = worker_factory()
     # The sweep presumed it dead and it was resumed and claimed elsewhere: a later run on another worker.

@@ -6,11 +6,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
+from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,6 +75,23 @@ class ManagedProcess:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
         self.log.close()
+
+
+def run_operation_in_thread(operation_id: str) -> tuple[threading.Thread, list[str]]:
+    """The runtime task in a thread of its own (a worker beside the test); its outcome lands in the list."""
+    from operations.runtime.tasks import run_operation
+
+    outcome: list[str] = []
+
+    def target() -> None:
+        try:
+            outcome.append(run_operation(operation_id))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, outcome
 
 
 def wait_for(condition: Callable[[], object], *, timeout: float, interval: float = 0.1, what: str = "condition"):

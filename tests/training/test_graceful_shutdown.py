@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 
@@ -12,11 +11,9 @@ from checkpoints.models import Checkpoint
 from checkpoints.resume import operation_resume
 from operations.models import OperationStatus as S
 from operations.runtime.shutdown import GRACEFUL_SHUTDOWN_MESSAGE, descendants
-from tests.training.test_training_process import (  # noqa: F401 (fixtures)
+from tests.training.cluster import (
     assert_checkpoint_on_disk,
     assert_same_model,
-    children,
-    folders,
     status_of,
     train,
     wait_for_progress,
@@ -93,17 +90,10 @@ _model.DirectionClassifier.forward = _forward_or_stuck
 
 
 def test_a_batch_longer_than_the_budget_is_killed_in_time_and_the_sweep_fails_it(children, folders, tmp_path):
-    settings_folder = tmp_path / "stuck-settings"
-    settings_folder.mkdir()
-    (settings_folder / "stuck_settings.py").write_text(STUCK_SETTINGS)
     trigger = tmp_path / "stuck-now"
     children.supervise()
-    cluster = children.cluster(
-        workers=1,
-        SHUTDOWN_TIMEOUT_SECONDS="3",
-        DJANGO_SETTINGS_MODULE="stuck_settings",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(settings_folder), os.environ.get("PYTHONPATH")])),
-        STUCK_TRIGGER_FILE=str(trigger),
+    cluster = children.cluster_with_settings(
+        "stuck_settings", STUCK_SETTINGS, SHUTDOWN_TIMEOUT_SECONDS="3", STUCK_TRIGGER_FILE=str(trigger)
     )
     operation_id = train()
     wait_for_progress(operation_id, 6)

@@ -6,6 +6,7 @@ the checkpoint store and the final model as a user would find them, and every
 resumed model is bit-identical to a straight run of the same request.
 """
 
+
 from __future__ import annotations
 
 import os
@@ -14,47 +15,36 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from django.core.management import call_command
 from django_q.models import Task
 from django_q.tasks import async_task
 
 from checkpoints.models import Checkpoint
 from checkpoints.resume import operation_resume
 from checkpoints.services import checkpoint_sweep_orphans
-from operations.models import TERMINAL_STATUSES, Operation, OperationEvent, OperationStatus as S, Worker, WorkerStatus
+from operations.models import Operation, OperationEvent, OperationStatus as S, Worker, WorkerStatus
 from operations.registry import RUN_OPERATION_TASK
 from operations.services.lifecycle import operation_cancel, operation_create
 from training.params import TrainingParamsSerializer
-from training.services import training_start
-from tests.support.processes import ManagedProcess, child_env, wait_for
+from tests.support.processes import wait_for
+from tests.training.cluster import (
+    ORPHAN_CHECK_SECONDS,
+    ORPHAN_TIMEOUT_SECONDS,
+    REQUEST,
+    RUN_TIMEOUT,
+    assert_checkpoint_on_disk,
+    assert_same_model,
+    save_folders,
+    status_of,
+    train,
+    transitions,
+    wait_for_progress,
+    wait_until_checkpoint_gone,
+    wait_until_completed,
+    wait_until_terminal,
+)
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
 
-HEARTBEAT_SECONDS = 0.5
-ORPHAN_TIMEOUT_SECONDS = 4.0
-ORPHAN_CHECK_SECONDS = 0.5
-INTERVALS = {
-    "HEARTBEAT_INTERVAL_SECONDS": str(HEARTBEAT_SECONDS),
-    "WORKER_STALE_SECONDS": "2",
-    "ORPHAN_TIMEOUT_SECONDS": str(ORPHAN_TIMEOUT_SECONDS),
-    "ORPHAN_CHECK_INTERVAL_SECONDS": str(ORPHAN_CHECK_SECONDS),
-    "REQUEUE_AFTER_SECONDS": "60",
-    # One torch thread per worker process: two workers on a small machine do not fight over cores.
-    "OMP_NUM_THREADS": "1",
-}
-# Small enough for an epoch of about 0.1-0.3 s on one CPU thread.
-REQUEST = {
-    "symbol": "SYN",
-    "timeframe": "1h",
-    "epochs": 30,
-    "batch_size": 8,
-    "hidden_sizes": [32, 16],
-    "learning_rate": 0.003,
-    "seed": 11,
-    "checkpoint_every": 5,
-}
-RUN_TIMEOUT = 120  # a 30-epoch run takes a few seconds; generous for a loaded machine
 
 # A cluster started with these settings fails inside an epoch, once, when the test creates the
 # trigger file: fault injection in the worker process, product code unchanged. (No input of a
@@ -83,149 +73,6 @@ def _forward_or_fault(self, features):
 _model.DirectionClassifier.forward = _forward_or_fault
 '''
 
-
-@pytest.fixture
-def folders(tmp_path, settings, checkpoint_dir) -> dict[str, Path]:
-    """Data, models and checkpoints in the test's own folders, shared with its children."""
-    found = {
-        "DATA_DIR": tmp_path / "data",
-        "MODELS_DIR": tmp_path / "models",
-        "CHECKPOINT_DIR": checkpoint_dir,
-        "WORKER_STATE_DIR": tmp_path / "worker-state",
-    }
-    settings.DATA_DIR = found["DATA_DIR"]
-    settings.MODELS_DIR = found["MODELS_DIR"]
-    settings.WORKER_STATE_DIR = found["WORKER_STATE_DIR"]
-    call_command("marketdata", "generate", "--symbol", "SYN", "--timeframe", "1h", "--bars", "3000", "--seed", "5")
-    return found
-
-
-class Children:
-    """The test's `qcluster` and `supervise` processes; all of them are stopped at teardown."""
-
-    def __init__(self, tmp_path: Path, folders: dict[str, Path]) -> None:
-        self.tmp_path = tmp_path
-        self.env = {**INTERVALS, **{name: str(path) for name, path in folders.items()}}
-        self.started: list[ManagedProcess] = []
-
-    def start(self, command: str, ready: str, **overrides: str) -> ManagedProcess:
-        process = ManagedProcess(
-            [command],
-            child_env(**{**self.env, **overrides}),
-            self.tmp_path / f"{command}-{len(self.started)}.log",
-        )
-        self.started.append(process)
-        wait_for(
-            lambda: ready in process.output or process.process.poll() is not None,
-            timeout=60,
-            what=f"{command} to start",
-        )
-        assert process.process.poll() is None, f"{command} exited:\n{process.output}"
-        return process
-
-    def cluster(self, workers: int = 2, **overrides: str) -> ManagedProcess:
-        return self.start("qcluster", "running.", Q_WORKERS=str(workers), **overrides)
-
-    def supervise(self) -> ManagedProcess:
-        return self.start("supervise", "Startup reconciliation")
-
-    def stop_all(self) -> None:
-        for process in reversed(self.started):
-            try:
-                process.stop()
-            except Exception as exc:  # go on: every child must be stopped
-                print(f"stopping {process.args}: {exc!r}")
-            try:  # whatever is left in its process group (a worker of a cluster that did not stop)
-                os.killpg(process.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            tail = process.log_path.read_text().splitlines()[-25:]
-            print(f"--- {process.log_path.name} (last lines)\n" + "\n".join(tail))
-
-
-@pytest.fixture
-def children(tmp_path, folders):
-    started = Children(tmp_path, folders)
-    yield started
-    started.stop_all()
-
-
-# --- reading what a user would read
-
-def train(**overrides) -> str:
-    return training_start(data={**REQUEST, **overrides}, actor="test").pk
-
-
-def status_of(operation_id: str) -> str:
-    return Operation.objects.values_list("status", flat=True).get(pk=operation_id)
-
-
-def wait_until_terminal(operation_id: str, timeout: float = RUN_TIMEOUT) -> Operation:
-    wait_for(lambda: status_of(operation_id) in TERMINAL_STATUSES, timeout=timeout, interval=0.05,
-             what=f"{operation_id} to end")
-    return Operation.objects.get(pk=operation_id)
-
-
-def wait_until_completed(operation_id: str) -> Operation:
-    operation = wait_until_terminal(operation_id)
-    assert operation.status == S.COMPLETED, (operation.status, operation.error_message)
-    return operation
-
-
-def wait_for_progress(operation_id: str, epochs: int) -> None:
-    def reached() -> bool:
-        status, current = Operation.objects.values_list("status", "progress_current").get(pk=operation_id)
-        assert status not in TERMINAL_STATUSES, f"{operation_id} ended ({status}) before epoch {epochs}"
-        return current >= epochs
-
-    wait_for(reached, timeout=RUN_TIMEOUT, interval=0.05, what=f"epoch {epochs} of {operation_id}")
-
-
-def transitions(operation_id: str) -> list[tuple[str, str]]:
-    """The status changes in the operation's history (a cancel request, RUNNING → RUNNING, left out)."""
-    events = OperationEvent.objects.filter(operation_id=operation_id).order_by("at", "id")
-    return [(event.from_status, event.to_status) for event in events if event.from_status != event.to_status]
-
-
-def checkpoint_files(folders: dict[str, Path], checkpoint: Checkpoint) -> dict[str, int]:
-    folder = folders["CHECKPOINT_DIR"] / checkpoint.artifacts_path
-    return {path.name: path.stat().st_size for path in folder.iterdir()}
-
-
-def assert_checkpoint_on_disk(folders: dict[str, Path], checkpoint: Checkpoint) -> None:
-    assert checkpoint_files(folders, checkpoint) == {entry["name"]: entry["size"] for entry in checkpoint.manifest}
-
-
-def save_folders(folders: dict[str, Path], operation_id: str) -> set[str]:
-    folder = folders["CHECKPOINT_DIR"] / operation_id
-    return {path.name for path in folder.iterdir()} if folder.exists() else set()
-
-
-def wait_until_checkpoint_gone(folders: dict[str, Path], operation_id: str) -> None:
-    """Completion deletes the row, then the files: just after COMPLETED they may still be on their way out."""
-    def gone() -> bool:
-        return not Checkpoint.objects.filter(pk=operation_id).exists() and not save_folders(folders, operation_id)
-
-    try:
-        wait_for(gone, timeout=10, interval=0.05, what=f"the checkpoint of {operation_id} to be deleted")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; still there: {sorted(save_folders(folders, operation_id))}") from None
-    assert not (folders["CHECKPOINT_DIR"] / operation_id).exists()
-
-
-def final_weights(operation: Operation, folders: dict[str, Path]) -> dict[str, torch.Tensor]:
-    model_path = Path(operation.result["model_path"])
-    assert model_path.parent == folders["MODELS_DIR"] / operation.pk
-    return torch.load(model_path, weights_only=True)
-
-
-def assert_same_model(resumed: Operation, straight: Operation, folders: dict[str, Path]) -> None:
-    first, second = final_weights(resumed, folders), final_weights(straight, folders)
-    assert first.keys() == second.keys()
-    for name in first:
-        assert torch.equal(first[name], second[name]), name
-    assert resumed.result["epochs_completed"] == straight.result["epochs_completed"] == REQUEST["epochs"]
-    assert resumed.result["history"] == straight.result["history"]
 
 
 # --- the acceptance criteria
@@ -341,17 +188,9 @@ def test_the_same_task_delivered_twice_runs_once(children, folders):
 
 
 def test_failure_inside_an_epoch_fails_with_a_checkpoint_that_resumes(children, folders, tmp_path):
-    settings_folder = tmp_path / "fault-settings"
-    settings_folder.mkdir()
-    (settings_folder / "fault_settings.py").write_text(FAULT_SETTINGS)
     trigger = tmp_path / "fail-now"
     children.supervise()
-    children.cluster(
-        workers=2,
-        DJANGO_SETTINGS_MODULE="fault_settings",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(settings_folder), os.environ.get("PYTHONPATH")])),
-        FAULT_TRIGGER_FILE=str(trigger),
-    )
+    children.cluster_with_settings("fault_settings", FAULT_SETTINGS, workers=2, FAULT_TRIGGER_FILE=str(trigger))
     operation_id = train()
 
     wait_for_progress(operation_id, 7)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 
 import pytest
 import torch
-from django.db import connection
 
 from checkpoints.models import Checkpoint
 from checkpoints.resume import operation_resume
@@ -14,7 +12,7 @@ from marketdata.series import generate_bars, write_series
 from operations.models import Operation, OperationStatus as S
 from operations.runtime.tasks import run_operation
 from operations.services.lifecycle import operation_cancel, operation_create
-from tests.support.processes import wait_for
+from tests.support.processes import run_operation_in_thread, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -111,16 +109,7 @@ def test_cancel_mid_run_resumes_to_identical_weights(market):
     assert run_operation(straight) == "completed"
 
     interrupted = train(epochs=12, batch_size=16)
-    outcome: list[str] = []
-
-    def work():
-        try:
-            outcome.append(run_operation(interrupted))
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=work)
-    thread.start()
+    thread, outcome = run_operation_in_thread(interrupted)
     wait_for(lambda: Operation.objects.get(pk=interrupted).progress_current >= 4, timeout=60, what="epoch 4")
     operation_cancel(operation_id=interrupted, actor="test")
     thread.join(timeout=60)
