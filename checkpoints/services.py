@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 from django.db.models import Count, Min, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -56,6 +57,11 @@ class SaveResult:
     checkpoint: Checkpoint | None = None
     error: str = ""
     seconds: float = 0.0
+    # The connection broke while committing: the row may point at this folder or still at the
+    # previous one. Both are kept; once the row has moved on (the next save, the deletion),
+    # checkpoint_forget_folder removes whichever it does not point at.
+    uncertain_folder: str = ""
+    previous_folder: str = ""
 
 
 class _Fenced(Exception):
@@ -73,7 +79,8 @@ def checkpoint_save(
     """Save the latest checkpoint of an operation; never raises (a failed save is logged and reported)."""
     started = time.monotonic()
     storage = checkpoint_storage()
-    folder = ""
+    folder = previous_folder = ""
+    committing = False
     try:
         if not is_operation_id(operation_id):  # it becomes a file path
             raise ValueError(f"{operation_id!r} is not an operation id")
@@ -86,7 +93,13 @@ def checkpoint_save(
             checkpoint, previous_folder = _commit(
                 operation_id, checkpoint_type, state, state_size, folder, manifest, fence
             )
+            committing = True  # an error from here on may come after the commit reached the database
     except Exception as exc:  # a checkpoint failure never kills the operation
+        if committing and isinstance(exc, (OperationalError, InterfaceError)):  # no answer, not a refusal
+            logger.warning("Checkpoint of %s: the commit's outcome is unknown (%s); keeping %s", operation_id, exc,
+                           folder)
+            return SaveResult(saved=False, error=f"commit outcome unknown: {exc}", uncertain_folder=folder,
+                              previous_folder=previous_folder or "", seconds=time.monotonic() - started)
         if folder:
             try:
                 delete_tree(storage, folder)
@@ -106,15 +119,24 @@ def checkpoint_save(
 
 
 def _write_artifacts(storage, folder: str, artifacts: Mapping[str, bytes]) -> list[dict[str, Any]]:
-    manifest = []
-    for name, data in artifacts.items():
+    """Write each artifact; its sha256 is computed beside the writes (hashlib and file I/O release the GIL)."""
+    for name in artifacts:
         if not ARTIFACT_NAME_RE.match(name):
             raise ValueError(f"invalid artifact name {name!r}")
-        stored = storage.save(f"{folder}/{name}", ContentFile(data))
-        if stored != f"{folder}/{name}":
-            raise OSError(f"storage renamed artifact {name!r} to {stored!r}")
-        manifest.append({"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-    return manifest
+    digests: dict[str, str] = {}
+    hasher = threading.Thread(
+        target=lambda: digests.update({name: hashlib.sha256(data).hexdigest() for name, data in artifacts.items()}),
+        name="checkpoint-sha256",
+    )
+    hasher.start()
+    try:
+        for name, data in artifacts.items():
+            stored = storage.save(f"{folder}/{name}", ContentFile(data))
+            if stored != f"{folder}/{name}":
+                raise OSError(f"storage renamed artifact {name!r} to {stored!r}")
+    finally:
+        hasher.join()
+    return [{"name": name, "size": len(data), "sha256": digests[name]} for name, data in artifacts.items()]
 
 
 def _commit(operation_id, checkpoint_type, state, state_size, folder, manifest, fence):
@@ -221,6 +243,15 @@ def checkpoint_delete(operation_id: str, *, only_if: Q | None = None) -> bool:
             return False
         Checkpoint.objects.filter(operation_id=operation_id).delete()
     delete_tree(checkpoint_storage(), row["artifacts_path"])
+    _remove_empty_operation_folder(operation_id)
+    return True
+
+
+def checkpoint_forget_folder(operation_id: str, folder: str) -> bool:
+    """Remove a folder a save left behind when its commit's outcome was unknown, unless the row points at it."""
+    if Checkpoint.objects.filter(operation_id=operation_id, artifacts_path=folder).exists():
+        return False
+    delete_tree(checkpoint_storage(), folder)
     _remove_empty_operation_folder(operation_id)
     return True
 

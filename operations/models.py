@@ -224,6 +224,9 @@ class ControlLoop(models.Model):
     last_reconcile_at = models.DateTimeField(null=True, blank=True)
     last_sweep_at = models.DateTimeField(null=True, blank=True)
     last_sweep_summary = models.JSONField(default=dict, blank=True)
+    # Since when the control loop has seen the database without a break. Heartbeats missing from
+    # before then are no evidence of a dead worker: nobody could write them (a database outage).
+    watching_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "control loop"

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from django.db import connection
 
-from checkpoints.services import Fence, LoadedCheckpoint, SaveResult, checkpoint_save
+from checkpoints.services import Fence, LoadedCheckpoint, SaveResult, checkpoint_forget_folder, checkpoint_save
 from operations.runtime.shutdown import shutdown_requested
 from operations.services.workers import Progress
 
@@ -74,6 +74,7 @@ class RunContext:
         self.checkpoint_seconds = 0.0  # time the runner waited on checkpointing
         self._in_flight: threading.Thread | None = None
         self.last_save: SaveResult | None = None
+        self._uncertain_folders: list[str] = []  # saves whose commit's outcome is unknown (connection lost)
         self._progress_lock = threading.Lock()
         self._progress: Progress | None = None
 
@@ -154,4 +155,17 @@ class RunContext:
             fence=self.fence,
         )
         self.last_save = result
+        if result.uncertain_folder:
+            self._uncertain_folders += [f for f in (result.uncertain_folder, result.previous_folder) if f]
+        elif result.saved:
+            self.forget_uncertain_folders()
         return result
+
+    def forget_uncertain_folders(self) -> None:
+        """Once a save committed (or the checkpoint was deleted), the folders of uncertain commits are garbage."""
+        for folder in list(self._uncertain_folders):
+            try:
+                checkpoint_forget_folder(self.operation_id, folder)
+                self._uncertain_folders.remove(folder)
+            except Exception:  # the database is still away: try again after the next save; the sweep is the backstop
+                logger.warning("Could not check the uncertain checkpoint folder %s yet", folder, exc_info=True)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import traceback
 from typing import Any
 
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from checkpoints.exceptions import CheckpointCorrupted
@@ -29,20 +28,21 @@ from operations.runtime.shutdown import (
     shutdown_requested,
 )
 from operations.runtime.heartbeat import Heartbeat
+from operations.runtime.outbox import outbox_write
+from operations.runtime.worker import (
+    DATABASE_UNREACHABLE,
+    GaveUp,
+    current_worker_id,
+    database_lost,
+    register,
+    until_reachable,
+)
 from operations.services.lifecycle import operation_claim, operation_finish
-from operations.services.workers import worker_register
+from operations.services.workers import CompletedReport
 
 logger = logging.getLogger(__name__)
 
 S = OperationStatus
-
-
-def current_worker_id() -> str:
-    from django_q.conf import Conf
-
-    host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname()) or "host"
-    cluster = "".join(c if c.isalnum() or c in "._-" else "-" for c in str(Conf.CLUSTER_NAME)) or "cluster"
-    return f"{host}:{cluster}:{os.getpid()}"
 
 
 def run_operation(operation_id: str) -> str:
@@ -58,21 +58,34 @@ def run_operation(operation_id: str) -> str:
     4. Record the outcome, fenced on this run: COMPLETED (checkpoint deleted),
        CANCELLED with a cancellation checkpoint, or FAILED with a failure
        checkpoint; told to stop, write nothing.
+    The database may go away at any point: registration, claim and outcome
+    wait for it (an outcome through the outbox, see operations/runtime/outbox.py),
+    the heartbeat retries, and the run itself does not need it.
     """
     if shutdown_requested.is_set():
         return "not claimed: shutting down"  # left PENDING; the sweep re-enqueues it for another worker
     worker_id = current_worker_id()
-    worker_register(worker_id=worker_id, worker_type="qcluster", capabilities=capabilities())
-    attempt = operation_claim(operation_id=operation_id, worker_id=worker_id)
-    if attempt is None:
-        return "not claimed"
-    operation = Operation.objects.get(pk=operation_id)
+    try:
+        # A worker needs no prior contact from the control plane: it registers itself, and waits
+        # for the database if it is down (reporting what this machine's outbox holds).
+        until_reachable(lambda: register(worker_id), what=f"Registration of {worker_id}", stop=shutdown_requested)
+        attempt = until_reachable(
+            lambda: operation_claim(operation_id=operation_id, worker_id=worker_id),
+            what=f"Claim of {operation_id}", stop=shutdown_requested,
+        )
+        if attempt is None:
+            return "not claimed"
+        operation = until_reachable(
+            lambda: Operation.objects.get(pk=operation_id), what=f"Reading {operation_id}", stop=shutdown_requested
+        )
+    except GaveUp:
+        return "not claimed: shutting down"  # claimed or not, the sweep deals with it
     finish = _Finisher(operation_id, worker_id, attempt)
 
     executor = registry.get_executor(operation.operation_type)
     if executor is None or executor.runner is None:
         finish.failed(f"No runner is registered for {operation.operation_type} operations")
-        return "failed"
+        return finish.outcome("failed")
     context = RunContext(
         operation_id=operation_id,
         operation_type=operation.operation_type,
@@ -90,7 +103,7 @@ def run_operation(operation_id: str) -> str:
         resuming = operation.previous_status == S.RESUMING  # claimed from RESUMING: a checkpoint must be there
         runner = _start_runner(context, executor.runner, finish, resuming=resuming)
         if runner is None:
-            return "failed"
+            return finish.outcome("failed")
         result = runner.run()
     except OperationAbandoned:
         context.flush_checkpoint()
@@ -100,22 +113,28 @@ def run_operation(operation_id: str) -> str:
         saved = _save_payload(context, runner, CheckpointType.SHUTDOWN)
         message = GRACEFUL_SHUTDOWN_MESSAGE if saved else GRACEFUL_SHUTDOWN_NO_CHECKPOINT
         finish.done(S.CANCELLED, error=message, reason=message)
-        return "shut down"
+        return finish.outcome("shut down")
     except OperationCancelled:
         saved = _save_payload(context, runner, CheckpointType.CANCELLATION)
         finish.done(S.CANCELLED, reason="Cancelled by request" + (" - checkpoint saved" if saved else ""))
-        return "cancelled"
+        return finish.outcome("cancelled")
     except Exception as exc:
         logger.exception("Operation %s failed", operation_id)
         _save_payload(context, runner, CheckpointType.FAILURE)
         finish.failed(f"{type(exc).__name__}: {exc}", trace=traceback.format_exc())
-        return "failed"
+        return finish.outcome("failed")
     finally:
         context.flush_checkpoint()  # no save may commit after the outcome (or after the checkpoint's deletion)
         heartbeat.stop()
     if finish.done(S.COMPLETED, result=result, reason="Completed"):
-        checkpoint_delete(operation_id)
-    return "completed"
+        try:
+            until_reachable(lambda: checkpoint_delete(operation_id), what=f"Deleting the checkpoint of {operation_id}",
+                            stop=shutdown_requested)
+        except GaveUp:
+            logger.warning("The checkpoint of completed %s is left for the cleanup", operation_id)
+        else:
+            context.forget_uncertain_folders()
+    return finish.outcome("completed")
 
 
 def _start_runner(context: RunContext, runner_path: str, finish: _Finisher, *, resuming: bool) -> Runner | None:
@@ -127,8 +146,13 @@ def _start_runner(context: RunContext, runner_path: str, finish: _Finisher, *, r
     latter left the operation RUNNING until the sweep blamed a live worker.
     """
     try:
-        if Checkpoint.objects.filter(pk=context.operation_id).exists():
-            context.resume_from = checkpoint_load(context.operation_id)
+        context.resume_from = until_reachable(
+            lambda: checkpoint_load(context.operation_id)
+            if Checkpoint.objects.filter(pk=context.operation_id).exists() else None,
+            what=f"Loading the checkpoint of {context.operation_id}", stop=shutdown_requested,
+        )
+    except GaveUp:
+        raise OperationShutdown(context.operation_id) from None
     except CheckpointCorrupted as exc:
         finish.failed(f"{exc.code}: {exc.detail}")
         return None
@@ -142,18 +166,6 @@ def _start_runner(context: RunContext, runner_path: str, finish: _Finisher, *, r
         logger.exception("Operation %s could not start", context.operation_id)
         finish.failed(f"{type(exc).__name__}: {exc}", trace=traceback.format_exc())
         return None
-
-
-def capabilities() -> dict[str, Any]:
-    capabilities: dict[str, Any] = {"cpu_count": os.cpu_count(), "device": "cpu", "gpu": None}
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            capabilities.update(device="cuda", gpu=torch.cuda.get_device_name(0))
-    except ImportError:
-        pass
-    return capabilities
 
 
 def _save_payload(context: RunContext, runner, checkpoint_type: str) -> bool:
@@ -171,19 +183,31 @@ def _save_payload(context: RunContext, runner, checkpoint_type: str) -> bool:
 
 
 class _Finisher:
+    """Records the outcome of a run, fenced on it, through the outbox when the database is unreachable."""
+
     def __init__(self, operation_id: str, worker_id: str, attempt: int) -> None:
         self.operation_id, self.worker_id, self.attempt = operation_id, worker_id, attempt
+        self.in_outbox = False
 
     def done(self, status: str, *, result: Any = None, error: str = "", reason: str = "") -> bool:
-        won = operation_finish(
-            operation_id=self.operation_id,
-            worker_id=self.worker_id,
-            attempt=self.attempt,
-            status=status,
-            result=result,
-            error_message=error,
-            reason=reason,
-        )
+        """Whether this run's outcome is the one recorded."""
+        won = None
+        for attempt in (1, 2):  # the first failure may only be a connection the database closed long ago
+            try:
+                won = operation_finish(
+                    operation_id=self.operation_id,
+                    worker_id=self.worker_id,
+                    attempt=self.attempt,
+                    status=status,
+                    result=result,
+                    error_message=error,
+                    reason=reason,
+                )
+                break
+            except DATABASE_UNREACHABLE as exc:
+                database_lost(f"Outcome {status} of {self.operation_id}", exc, attempt)
+        if won is None:
+            won = self._through_outbox(status, result, error)
         if not won:
             logger.warning("Outcome %s of %s not recorded: no longer this run's", status, self.operation_id)
         return won
@@ -191,3 +215,28 @@ class _Finisher:
     def failed(self, error: str, trace: str = "") -> bool:
         logger.error("Operation %s failed: %s\n%s", self.operation_id, error, trace)
         return self.done(S.FAILED, error=error[:10_000], reason=error[:500])
+
+    def outcome(self, name: str) -> str:
+        return f"{name} (left in the outbox)" if self.in_outbox else name
+
+    def _through_outbox(self, status: str, result: Any, error: str) -> bool:
+        """Keep the outcome on disk, then wait for the database and report it with a registration.
+
+        The outbox entry outlives this process: if the worker is stopped before
+        the database is back, the next worker or cluster on this machine reports it.
+        """
+        report = CompletedReport(
+            operation_id=self.operation_id, worker_id=self.worker_id, attempt=self.attempt, status=status,
+            result=result, error_message=error[:10_000], completed_at=timezone.now(),
+        )
+        outbox_write(report)
+        try:
+            until_reachable(lambda: register(self.worker_id), what=f"Reporting {self.operation_id}",
+                            stop=shutdown_requested)
+        except GaveUp:
+            self.in_outbox = True
+            return False
+        # Applied now, or already recorded by a first try whose reply was lost: either way it is ours.
+        return Operation.objects.filter(
+            pk=self.operation_id, status=status, worker_id=self.worker_id, attempt=self.attempt
+        ).exists()

@@ -87,30 +87,53 @@ def sweep_orphans(*, now: datetime | None = None) -> SweepReport:
        (presumed orphan; the checkpoint stays).
     3. PENDING or RESUMING unclaimed for REQUEUE_AFTER_SECONDS → enqueued again.
     4. Workers silent for WORKER_STALE_SECONDS → UNAVAILABLE.
-    Backend-local operations are left to startup reconciliation.
+    Backend-local operations are left to startup reconciliation. Steps 1, 2
+    and 4 judge only silences the control loop watched whole: after it
+    started, or got the database back from an outage, a silence counts from
+    then (a worker cannot heartbeat into a database that is down).
     """
     now = now or db_now()
     report = SweepReport()
-    _mark_stale_running(now, report)
-    _fail_expired_reconciliation(now, report)
+    watching_since = ControlLoop.objects.filter(pk=1).values_list("watching_since", flat=True).first()
+    stale_cutoff = now - timedelta(seconds=settings.WORKER_STALE_SECONDS)
+    watched_long_enough = watching_since is None or watching_since <= stale_cutoff
+    if watched_long_enough:
+        _mark_stale_running(now, report)
+    if watching_since is None or watching_since <= now - timedelta(seconds=settings.ORPHAN_TIMEOUT_SECONDS):
+        _fail_expired_reconciliation(now, report)
     _requeue_unclaimed(now, report)
-    stale_workers = Worker.objects.filter(
-        status__in=[WorkerStatus.AVAILABLE, WorkerStatus.BUSY],
-        last_seen_at__lt=now - timedelta(seconds=settings.WORKER_STALE_SECONDS),
-    )
-    for worker_id in stale_workers.values_list("pk", flat=True):
-        if Worker.objects.filter(
-            pk=worker_id,
-            status__in=[WorkerStatus.AVAILABLE, WorkerStatus.BUSY],
-            last_seen_at__lt=now - timedelta(seconds=settings.WORKER_STALE_SECONDS),
-        ).update(status=WorkerStatus.UNAVAILABLE):
-            report.workers_unavailable.append(worker_id)
+    if watched_long_enough:
+        _mark_stale_workers(stale_cutoff, report)
     ControlLoop.objects.update_or_create(
         pk=1, defaults={"last_sweep_at": now, "last_sweep_summary": report.as_dict()}
     )
     if report.changed:
         logger.info("Orphan sweep: %s", report.as_dict())
     return report
+
+
+def control_loop_regained_database() -> datetime:
+    """The control loop could not reach the database for a while: watch afresh from now (see sweep_orphans)."""
+    now = db_now()
+    ControlLoop.objects.update_or_create(pk=1, defaults={"watching_since": now})
+    logger.warning(
+        "The database is back: silences from before %s are not held against workers or operations", now.isoformat()
+    )
+    return now
+
+
+def _mark_stale_workers(cutoff: datetime, report: SweepReport) -> None:
+    stale_workers = Worker.objects.filter(
+        status__in=[WorkerStatus.AVAILABLE, WorkerStatus.BUSY],
+        last_seen_at__lt=cutoff,
+    )
+    for worker_id in stale_workers.values_list("pk", flat=True):
+        if Worker.objects.filter(
+            pk=worker_id,
+            status__in=[WorkerStatus.AVAILABLE, WorkerStatus.BUSY],
+            last_seen_at__lt=cutoff,
+        ).update(status=WorkerStatus.UNAVAILABLE):
+            report.workers_unavailable.append(worker_id)
 
 
 def _mark_stale_running(now: datetime, report: SweepReport) -> None:
@@ -241,7 +264,13 @@ def reconcile_startup(*, now: datetime | None = None) -> ReconcileReport:
             report.pending_reconciliation.append(operation_id)
     ControlLoop.objects.update_or_create(
         pk=1,
-        defaults={"host": socket.gethostname(), "pid": os.getpid(), "started_at": now, "last_reconcile_at": now},
+        defaults={
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": now,
+            "last_reconcile_at": now,
+            "watching_since": now,
+        },
     )
     logger.info("Startup reconciliation: %s", report.as_dict())
     return report

@@ -63,6 +63,9 @@ class CompletedReport:
     operation_id: str
     status: str
     attempt: int | None = None
+    # The worker process that ran it, when it is not the one reporting: an outcome left in its
+    # machine's outbox by a process that ended before the database came back (in-process only).
+    worker_id: str | None = None
     result: Any = None
     error_message: str = ""
     completed_at: datetime | None = None
@@ -124,7 +127,7 @@ def worker_register(
             "last_seen_at": now,
         },
     )
-    completed = {report.operation_id: _apply_completed(worker_id, report) for report in completed_operations}
+    completed = worker_report_outcomes(completed_operations, reporter=worker_id)
     instruction = _apply_current(worker_id, current_operation, None, now) if current_operation else None
     worker = _record_worker_state(worker_id, instruction, now)
     return WorkerReply(worker=worker, instruction=instruction, completed=completed)
@@ -151,6 +154,23 @@ def worker_heartbeat(
     instruction = _apply_current(worker_id, current_operation, progress, now) if current_operation else None
     worker = _record_worker_state(worker_id, instruction, now)
     return WorkerReply(worker=worker, instruction=instruction)
+
+
+def worker_report_outcomes(
+    reports: list[CompletedReport] | tuple[CompletedReport, ...], *, reporter: str | None = None
+) -> dict[str, bool]:
+    """Rule 1 for each report, fenced on the worker process that ran it; operation id → applied now.
+
+    A registration reports its worker's own outcomes; a cluster starting on a
+    machine reports those its earlier processes left in the outbox.
+    """
+    applied = {}
+    for report in reports:
+        runner = report.worker_id or reporter
+        if runner is None:
+            raise ValueError(f"the report for {report.operation_id} names no worker")
+        applied[report.operation_id] = _apply_completed(runner, report)
+    return applied
 
 
 def worker_get(worker_id: str) -> Worker:

@@ -14,10 +14,12 @@ import signal
 import threading
 
 from django.conf import settings
+from django.db import connections
 from django_q.cluster import Cluster
 from django_q.management.commands.qcluster import Command as DjangoQCommand
 
 from operations.runtime import shutdown
+from operations.runtime.worker import DATABASE_UNREACHABLE, outbox_report
 
 logger = logging.getLogger("operations.qcluster")
 
@@ -35,6 +37,7 @@ class Command(DjangoQCommand):
         self.cluster_pid = os.getpid()
         os.environ[shutdown.CLUSTER_PID_VARIABLE] = str(self.cluster_pid)  # inherited by the worker processes
         self.stopping = False
+        self.report_outbox()
         self.cluster = Cluster()
         signal.signal(signal.SIGTERM, self.on_stop_signal)
         signal.signal(signal.SIGINT, self.on_stop_signal)
@@ -49,6 +52,22 @@ class Command(DjangoQCommand):
                     self.cluster.sentinel.join(timeout=1)
         finally:
             shutdown.forget_cluster(self.cluster_pid)
+
+    def report_outbox(self) -> None:
+        """Outcomes this machine's earlier worker processes could not report (the database was down).
+
+        One try, before the worker processes are forked: if the database is
+        still away, the first registration of a worker process reports them.
+        """
+        try:
+            applied = outbox_report()
+        except DATABASE_UNREACHABLE as exc:
+            logger.warning("The outbox will be reported by the first worker: the database is unreachable (%s)", exc)
+        else:
+            if applied:
+                self.stdout.write(f"Reported {len(applied)} outcome(s) from the outbox.")
+        finally:
+            connections.close_all()
 
     def on_stop_signal(self, signum, frame) -> None:
         if self.stopping:

@@ -9,10 +9,10 @@ import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connection
 
 from operations import registry
-from operations.services.reconciliation import reconcile_startup, sweep_orphans
+from operations.services.reconciliation import control_loop_regained_database, reconcile_startup, sweep_orphans
 
 logger = logging.getLogger("operations.supervise")
 
@@ -30,13 +30,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, once: bool = False, **options) -> None:
-        self.stopping = threading.Event()
+        self.prepare()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self.request_stop)
-        self.next_sweep_at = 0.0
-        self.next_maintenance_at: dict[str, float] = {}
         self.stdout.write(f"Control loop started (sweep every {settings.ORPHAN_CHECK_INTERVAL_SECONDS:g}s).")
-        self.reconciled = False
         if once:
             self.reconcile_once()
             self.sweep_if_due()
@@ -48,6 +45,15 @@ class Command(BaseCommand):
                 self.stopping.wait(self.sleep_seconds())
         self.stdout.write("Control loop stopped.")
 
+    def prepare(self) -> None:
+        """The loop's state before its first pass."""
+        self.stopping = threading.Event()
+        self.next_sweep_at = 0.0
+        self.next_maintenance_at: dict[str, float] = {}
+        self.reconciled = False
+        self.failed_passes = 0  # in a row
+        self.blind = False  # the database was unreachable: watch afresh once it is back
+
     def request_stop(self, signum, frame) -> None:
         logger.info("Received %s: stopping", signal.Signals(signum).name)
         self.stopping.set()
@@ -55,12 +61,24 @@ class Command(BaseCommand):
     def run_pass(self) -> bool:
         """One pass over the units of work; returns whether any of them found work."""
         try:
-            return self.reconcile_once() | self.sweep_if_due() | self.maintenance_if_due()
+            if self.blind and self.reconciled:
+                control_loop_regained_database()
+                self.stdout.write("Database reachable again: watching heartbeats afresh.")
+            self.blind = False
+            found = self.reconcile_once() | self.sweep_if_due() | self.maintenance_if_due()
         except DatabaseError as exc:
-            # The database is down or restarting: keep the loop alive and try again.
-            logger.warning("Control loop pass failed, will retry: %s", exc)
+            # Keep the loop alive and try again. If the database itself was unreachable, the workers
+            # could not heartbeat either: their silence is not held against them once it is back.
+            self.failed_passes += 1
+            if self.failed_passes == 1 or self.failed_passes % 20 == 0:
+                logger.warning("Control loop pass failed (%d in a row), will retry: %s", self.failed_passes, exc)
+            self.blind = self.blind or not database_answers()
             self.stopping.wait(min(5.0, settings.ORPHAN_CHECK_INTERVAL_SECONDS))
             return False
+        if self.failed_passes:
+            self.stdout.write(f"Control loop passes succeed again after {self.failed_passes} failed.")
+            self.failed_passes = 0
+        return found
 
     def reconcile_once(self) -> bool:
         if self.reconciled:
@@ -98,3 +116,15 @@ class Command(BaseCommand):
 
     def sleep_seconds(self) -> float:
         return max(0.05, min(1.0, self.next_sweep_at - time.monotonic()))
+
+
+def database_answers() -> bool:
+    """Whether the database is reachable now (a failed pass may be a query error with the database up)."""
+    close_old_connections()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except DatabaseError:
+        connection.close()
+        return False
