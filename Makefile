@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo      train, cancel, resume and compare on a bare machine (SQLite, no services)"
 	@echo "make test      run the whole test suite against PostgreSQL (DATABASE_URL, default 127.0.0.1:5432)"
-	@echo "make bench     checkpoint cost against none and against a raw torch.save"
+	@echo "make bench     training checkpoint cost; backtest engine speed and checkpoint cost"
 	@echo "make run       web + qcluster + supervise together; Ctrl+C stops all three"
 	@echo "make install   create $(VENV) and install requirements.txt"
 
@@ -27,6 +27,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/checkpoint_cost.py
+	$(PY) benchmarks/backtest_speed.py
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -4,3 +4,16 @@ from django.apps import AppConfig
 class BacktestingConfig(AppConfig):
     name = "backtesting"
     verbose_name = "Backtesting"
+
+    def ready(self) -> None:
+        from django.conf import settings
+
+        from backtesting.maintenance import spool_sweep
+        from backtesting.panels import backtest_panel
+        from operations import registry
+
+        registry.register_executor("backtesting", runner="backtesting.runner.BacktestRunner")
+        registry.register_detail_panel("backtesting", backtest_panel)
+        registry.register_maintenance(
+            "backtest spool sweep", lambda: settings.CHECKPOINT_CLEANUP_INTERVAL_HOURS * 3600, spool_sweep
+        )

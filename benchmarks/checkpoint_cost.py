@@ -15,27 +15,16 @@ import copy
 import io
 import os
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-WORK = Path(tempfile.mkdtemp(prefix="bench-checkpoint-"))
-os.environ.pop("DATABASE_URL", None)
-os.environ.update({"VAR_DIR": str(WORK), "DJANGO_SETTINGS_MODULE": "config.settings.base", "LOG_LEVEL": "error"})
-sys.path.insert(0, str(ROOT))
+from workspace import prepare
 
 EPOCHS = int(os.environ.get("BENCH_EPOCHS", "4"))
 SAMPLES, FEATURES, BATCH = 20_000, 64, 256
 
 
 def main() -> None:
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
+    work = prepare("bench-checkpoint-")
     import torch
     from torch import nn
 
@@ -122,7 +111,7 @@ def main() -> None:
     raw_times, save_times = [], []
     for round_ in range(5):
         t = time.perf_counter()
-        with open(WORK / f"raw-{round_}.pt", "wb") as handle:
+        with open(work / f"raw-{round_}.pt", "wb") as handle:
             torch.save(snapshot, handle)
         raw_times.append(time.perf_counter() - t)
         t = time.perf_counter()

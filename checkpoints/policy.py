@@ -31,3 +31,18 @@ class CheckpointPolicy:
     def saved(self, unit: int, *, now: float | None = None) -> None:
         self.last_unit = unit
         self.last_time = time.monotonic() if now is None else now
+
+
+def policy_for(params: dict, every_units_default: int) -> CheckpointPolicy:
+    """The policy a run's request asks for: `checkpoint_every` units (None: the setting's default, 0: none
+    periodic), `checkpoint_seconds` (None: CHECKPOINT_TIME_INTERVAL_SECONDS), `checkpoints_enabled`."""
+    from django.conf import settings
+
+    every = params.get("checkpoint_every")
+    every = every_units_default if every is None else every
+    return CheckpointPolicy(
+        every_units=every,
+        every_seconds=None if every == 0 else (params.get("checkpoint_seconds")
+                                               or settings.CHECKPOINT_TIME_INTERVAL_SECONDS),
+        enabled=params.get("checkpoints_enabled", True),
+    )

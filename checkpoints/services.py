@@ -123,6 +123,8 @@ def _write_artifacts(storage, folder: str, artifacts: Mapping[str, bytes]) -> li
     for name in artifacts:
         if not ARTIFACT_NAME_RE.match(name):
             raise ValueError(f"invalid artifact name {name!r}")
+    if not artifacts:
+        return []
     digests: dict[str, str] = {}
     hasher = threading.Thread(
         target=lambda: digests.update({name: hashlib.sha256(data).hexdigest() for name, data in artifacts.items()}),

@@ -8,6 +8,7 @@ api_v1 = [
     path("", include("operations.api.urls")),
     path("", include("checkpoints.urls")),
     path("", include("training.urls")),
+    path("", include("backtesting.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -6,7 +6,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from operations.charts import line_chart
+from operations import registry
 from operations.exceptions import ServiceError
 from operations.models import RESUMABLE_STATUSES, Operation, OperationEvent, Worker
 from operations.services.lifecycle import CancelOutcome, operation_cancel
@@ -23,19 +23,6 @@ def progress_bar(operation: Operation) -> str:
         f"{percent:.1f}",
         f"{percent:.0f}",
     )
-
-
-def chart_context(operation: Operation) -> dict:
-    """The loss curves of a training run: from its result, or while it runs, from its checkpoint."""
-    checkpoint = getattr(operation, "checkpoint", None)
-    history = (operation.result or {}).get("history") or (checkpoint.state.get("history") if checkpoint else None)
-    if operation.operation_type != "training" or not history:
-        return {}
-    series = {
-        "train loss": [row.get("train_loss") for row in history],
-        "validation loss": [row.get("val_loss") for row in history],
-    }
-    return {"chart": line_chart(series, title="Loss per epoch", x_label="epochs"), "chart_title": "Loss curves"}
 
 
 class ResumableFilter(admin.SimpleListFilter):
@@ -165,7 +152,7 @@ class OperationAdmin(admin.ModelAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         operation = self.get_object(request, unquote(object_id))
-        extra_context = {**(extra_context or {}), **(chart_context(operation) if operation else {})}
+        extra_context = {**(extra_context or {}), **(registry.detail_panel(operation) if operation else {})}
         return super().change_view(request, object_id, form_url, extra_context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:

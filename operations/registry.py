@@ -86,3 +86,18 @@ def register_checkpoint_probe(probe: Callable[[str], bool]) -> None:
 
 def has_checkpoint(operation_id: str) -> bool:
     return bool(_checkpoint_probe and _checkpoint_probe(operation_id))
+
+
+# --- what an operation's admin page shows of its domain (a loss curve, an equity curve and trades)
+_detail_panels: dict[str, Callable[[object], dict]] = {}
+
+
+def register_detail_panel(operation_type: str, panel: Callable[[object], dict]) -> None:
+    """`panel(operation)` returns template context for the operation's admin page: `chart` and
+    `chart_title` (an SVG and its heading), optionally `panel_html` (more markup below it)."""
+    _detail_panels[operation_type] = panel
+
+
+def detail_panel(operation) -> dict:
+    panel = _detail_panels.get(operation.operation_type)
+    return panel(operation) if panel else {}

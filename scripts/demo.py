@@ -3,8 +3,11 @@
 
 Generates market data, starts a worker cluster and the control loop, trains a
 model straight through, trains the same model again but cancels it midway and
-resumes it, then prints a summary that says whether the resumed model equals
-the straight one tensor for tensor. Everything it starts, it stops.
+resumes it; then backtests a strategy over a million bars straight through,
+and again cancelled midway and resumed; and prints a summary that says whether
+the resumed model equals the straight one tensor for tensor and the resumed
+backtest the straight one trade for trade and point for point. Everything it
+starts, it stops.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = ROOT / "var" / "demo"
 EPOCHS = 30
 CANCEL_AT_EPOCH = 12
+BACKTEST_BARS = 1_000_000
+CANCEL_AT_PERCENT = 20
+BACKTEST_ARGS = [
+    "--symbol", "DEMO", "--timeframe", "1m", "--strategy", "sma_cross", "--param", "fast=20", "--param", "slow=120",
+    "--param", "allow_short=true", "--checkpoint-every", "100000",
+]
 TRAIN_ARGS = [
     "--symbol", "DEMO", "--timeframe", "1h", "--epochs", str(EPOCHS), "--checkpoint-every", "5",
     "--hidden-sizes", "256,256", "--batch-size", "64", "--learning-rate", "0.002", "--seed", "7",
@@ -32,7 +41,7 @@ os.environ.update(
         "VAR_DIR": str(DEMO_DIR),
         "Q_BROKER": "orm",
         "Q_WORKERS": "1",
-        "HEARTBEAT_INTERVAL_SECONDS": "0.25",
+        "HEARTBEAT_INTERVAL_SECONDS": "0.1",  # short, so that a cancel lands in a backtest of a second or two
         "WORKER_STALE_SECONDS": "10",
         "ORPHAN_TIMEOUT_SECONDS": "20",
         "ORPHAN_CHECK_INTERVAL_SECONDS": "2",
@@ -56,8 +65,11 @@ def manage(*args: str, quiet: bool = False) -> str:
 
 def start(name: str, *args: str) -> subprocess.Popen:
     log = open(DEMO_DIR / f"{name}.log", "w")
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "scripts"),
+                                                                          os.environ.get("PYTHONPATH")]))}
     return subprocess.Popen(
-        [sys.executable, "manage.py", *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
@@ -78,13 +90,13 @@ def wait(operation_id: str, condition, what: str, timeout: float = 600):
     last = None
     while time.monotonic() < deadline:
         operation = Operation.objects.select_related("checkpoint").get(pk=operation_id)
-        line = f"  {operation.status:<10} epoch {operation.progress_current}/{EPOCHS}"
-        if line != last:
-            print(line, flush=True)
-            last = line
+        key = (operation.status, int(operation.progress_percent // 10))  # a line per status and per 10%
+        if key != last:
+            print(f"  {operation.status:<10} {operation.progress_message or ''}".rstrip(), flush=True)
+            last = key
         if condition(operation):
             return operation
-        time.sleep(0.2)
+        time.sleep(0.05)
     sys.exit(f"timed out waiting for {what} of {operation_id}")
 
 
@@ -95,6 +107,8 @@ def main() -> None:
     manage("migrate", "--noinput", quiet=True)
     print("1. Market data")
     manage("marketdata", "generate", "--symbol", "DEMO", "--timeframe", "1h", "--bars", "20000", "--seed", "7")
+    manage("marketdata", "generate", "--symbol", "DEMO", "--timeframe", "1m", "--bars", str(BACKTEST_BARS),
+           "--seed", "7")
 
     import django
 
@@ -106,7 +120,8 @@ def main() -> None:
     from operations.models import TERMINAL_STATUSES, Operation
     from operations.services.lifecycle import operation_cancel
 
-    cluster = start("qcluster", "qcluster")
+    # The workers run scripts/demo_settings.py: the engine slowed so that a cancel lands midway.
+    cluster = start("qcluster", "qcluster", "--settings", "demo_settings")
     control_loop = start("supervise", "supervise")
     try:
         print("2. A worker cluster and the control loop are running; training straight through")
@@ -130,6 +145,31 @@ def main() -> None:
         print("4. Resumed from its checkpoint")
         operation_resume(operation_id=resumed_id, actor="demo")
         resumed = wait(resumed_id, lambda op: op.status in TERMINAL_STATUSES, "the resumed run")
+
+        print(f"5. A backtest over {BACKTEST_BARS:,} one-minute bars, straight through (the demo's workers slow "
+              "the engine to about 200,000 bars/s so that a cancel can land midway; `make bench` measures its "
+              "real speed)")
+        straight_bt_id = manage("backtest", *BACKTEST_ARGS, quiet=True)
+        straight_bt = wait(straight_bt_id, lambda op: op.status in TERMINAL_STATUSES, "the straight backtest")
+        print(f"6. The same backtest, cancelled near {CANCEL_AT_PERCENT}%")
+        resumed_bt_id = manage("backtest", *BACKTEST_ARGS, quiet=True)
+        wait(resumed_bt_id, lambda op: op.status in TERMINAL_STATUSES or op.progress_percent >= CANCEL_AT_PERCENT,
+             f"{CANCEL_AT_PERCENT}% of the backtest")
+        operation_cancel(operation_id=resumed_bt_id, actor="demo")
+        cancelled_bt = wait(resumed_bt_id, lambda op: op.status in TERMINAL_STATUSES, "the cancel")
+        if cancelled_bt.status != "CANCELLED":
+            sys.exit(f"the backtest ended {cancelled_bt.status} before the cancel landed; run the demo again")
+        cancelled_bar = Checkpoint.objects.get(pk=resumed_bt_id).state["bar_index"]
+        print(f"  CANCELLED: cancellation checkpoint at bar {cancelled_bar:,}")
+        print("7. Resumed from its checkpoint")
+        operation_resume(operation_id=resumed_bt_id, actor="demo")
+        resumed_bt = wait(resumed_bt_id, lambda op: op.status in TERMINAL_STATUSES, "the resumed backtest")
+
+        print("8. A backtest of the trained model's signals (the model strategy) over the bars it was not "
+              "trained on (the validation period, from 2016-11-01)")
+        model_bt_id = manage("backtest", "--symbol", "DEMO", "--timeframe", "1h", "--start", "2016-11-01",
+                             "--strategy", "model", "--model", straight_id, "--param", "threshold=0.52", quiet=True)
+        model_bt = wait(model_bt_id, lambda op: op.status in TERMINAL_STATUSES, "the model backtest")
     finally:
         stop(cluster)
         stop(control_loop)
@@ -150,7 +190,30 @@ def main() -> None:
           f"best val loss {resumed.result['best_val_loss']:.4f}, attempt {Operation.objects.get(pk=resumed_id).attempt}")
     print(f"  checkpoint deleted on completion: {'yes' if not checkpoint_left else 'NO'}")
     print(f"  resumed model identical to the straight one, tensor for tensor: {'YES' if identical else 'NO'}")
-    if not identical:
+    for run in (straight_bt, resumed_bt, model_bt):
+        if run.status != "COMPLETED":
+            sys.exit(f"a backtest did not complete: {run.pk} {run.status} {run.error_message}; see {DEMO_DIR}/*.log")
+    import numpy as np
+
+    same_backtest = (
+        straight_bt.result["trades"] == resumed_bt.result["trades"]
+        and straight_bt.result["metrics"] == resumed_bt.result["metrics"]
+        and np.array_equal(np.load(straight_bt.result["equity_curve_path"]),
+                           np.load(resumed_bt.result["equity_curve_path"]))
+    )
+    metrics, timings = straight_bt.result["metrics"], straight_bt.result["timings"]
+    print(f"  straight backtest {straight_bt_id}: {metrics['number_of_trades']:,} trades, total return "
+          f"{metrics['total_return']:+.2%} (buy and hold {metrics['buy_and_hold_return']:+.2%}), "
+          f"{timings['bars_per_second']:,} bars/s in the (slowed) engine loop")
+    print(f"  resumed backtest  {resumed_bt_id}: cancelled at bar {cancelled_bar:,}, resumed to bar "
+          f"{resumed_bt.result['bars']:,} ({resumed_bt.result['timings']['bars_processed']:,} bars processed)")
+    model_metrics = model_bt.result["metrics"]
+    print(f"  model backtest    {model_bt_id} (out of sample): {model_metrics['number_of_trades']} trades, "
+          f"total return "
+          f"{model_metrics['total_return']:+.2%}, win rate {model_metrics['win_rate'] or 0:.1%}")
+    print(f"  resumed backtest identical to the straight one (trades, metrics, equity curve): "
+          f"{'YES' if same_backtest else 'NO'}")
+    if not identical or not same_backtest:
         sys.exit(1)
 
 

@@ -127,3 +127,14 @@ def admin_client(admin_user) -> Client:
     client = Client()
     assert client.login(username=admin_user.username, password="secret-pass")
     return client
+
+
+@pytest.fixture
+def children(tmp_path, folders):
+    """Real `qcluster` and `supervise` processes of the test (tests/training/cluster.py), all stopped at the end;
+    `folders` is the test module's own fixture (its data, models, results and checkpoint folders)."""
+    from tests.training.cluster import Children
+
+    started = Children(tmp_path, folders)
+    yield started
+    started.stop_all()

@@ -7,5 +7,7 @@ class TrainingConfig(AppConfig):
 
     def ready(self) -> None:
         from operations import registry
+        from training.panels import training_panel
 
         registry.register_executor("training", runner="training.runner.TrainingRunner")
+        registry.register_detail_panel("training", training_panel)

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from marketdata.series import TIMEFRAMES, SYMBOL_RE
+from marketdata.params import SeriesRangeSerializer
 
 
-class TrainingParamsSerializer(serializers.Serializer):
-    symbol = serializers.RegexField(SYMBOL_RE, max_length=32, error_messages={"invalid": "Use 1-32 of A-Z, 0-9, '.', '_', '-'."})
-    timeframe = serializers.ChoiceField(choices=list(TIMEFRAMES))
-    start = serializers.DateField(required=False, allow_null=True, default=None)
-    end = serializers.DateField(required=False, allow_null=True, default=None)
+class TrainingParamsSerializer(SeriesRangeSerializer):
     epochs = serializers.IntegerField(min_value=1, max_value=100_000, default=30)
     batch_size = serializers.IntegerField(min_value=1, max_value=1_000_000, default=256)
     hidden_sizes = serializers.ListField(
@@ -29,15 +25,3 @@ class TrainingParamsSerializer(serializers.Serializer):
         help_text="Seconds between periodic checkpoints; default CHECKPOINT_TIME_INTERVAL_SECONDS.",
     )
     checkpoints_enabled = serializers.BooleanField(default=True, help_text="False: no checkpoint at all.")
-
-    def validate(self, data):
-        if data["start"] and data["end"] and data["start"] > data["end"]:
-            raise serializers.ValidationError({"end": "The end date is before the start date."})
-        return data
-
-    def to_params(self) -> dict:
-        """JSON-ready params (dates as ISO strings)."""
-        data = dict(self.validated_data)
-        for key in ("start", "end"):
-            data[key] = data[key].isoformat() if data[key] else None
-        return data

@@ -23,7 +23,7 @@ from django.conf import settings
 from torch import nn
 
 from checkpoints.models import CheckpointType
-from checkpoints.policy import CheckpointPolicy
+from checkpoints.policy import policy_for
 from marketdata.series import load_bars
 from operations.runtime.context import RunContext
 from training.features import FeatureSpec, fit, labels, raw_features, standardise
@@ -76,13 +76,7 @@ class TrainingRunner:
         self.best_epoch = 0
         self.best_state = _clone(self.model.state_dict())
         self.train_seconds = 0.0
-        every = p.get("checkpoint_every")
-        every = settings.TRAINING_CHECKPOINT_EVERY_EPOCHS if every is None else every
-        self.policy = CheckpointPolicy(
-            every_units=every,
-            every_seconds=None if every == 0 else (p.get("checkpoint_seconds") or settings.CHECKPOINT_TIME_INTERVAL_SECONDS),
-            enabled=p.get("checkpoints_enabled", True),
-        )
+        self.policy = policy_for(p, settings.TRAINING_CHECKPOINT_EVERY_EPOCHS)
         self._snapshot: dict[str, Any] | None = None
         if context.resume_from is not None:
             self._restore(context.resume_from.state, context.resume_from.artifacts)
@@ -175,7 +169,9 @@ class TrainingRunner:
         }
 
     def checkpoint_payload(self) -> tuple[dict[str, Any], dict[str, bytes]] | None:
-        return None if self._snapshot is None else self._payload_of(self._snapshot)
+        if not self.policy.enabled or self._snapshot is None:  # checkpoints_enabled=false: none at all
+            return None
+        return self._payload_of(self._snapshot)
 
     @staticmethod
     def _payload_of(snapshot: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]:

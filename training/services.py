@@ -2,8 +2,7 @@ from __future__ import annotations
 
 from operations.models import Operation
 from operations.services.lifecycle import operation_create
-from marketdata.series import MarketDataError, series_path
-from rest_framework import serializers
+from marketdata.params import require_series
 
 from training.params import TrainingParamsSerializer
 
@@ -16,17 +15,5 @@ def training_start(*, data: dict, actor: str, owner=None) -> Operation:
     request = TrainingParamsSerializer(data=data)
     request.is_valid(raise_exception=True)
     params = request.to_params()
-    try:
-        path = series_path(params["symbol"], params["timeframe"])
-    except MarketDataError as exc:
-        raise serializers.ValidationError({"symbol": str(exc)}) from None
-    if not path.exists():
-        raise serializers.ValidationError(
-            {
-                "symbol": f"No market data for {params['symbol']} {params['timeframe']}: generate it with "
-                f"`python manage.py marketdata generate --symbol {params['symbol']} --timeframe {params['timeframe']} "
-                f"--bars N`, or import a CSV with `python manage.py marketdata import FILE --symbol {params['symbol']} "
-                f"--timeframe {params['timeframe']}`."
-            }
-        )
+    require_series(params)
     return operation_create(operation_type="training", params=params, actor=actor, owner=owner)

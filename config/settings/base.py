@@ -110,6 +110,7 @@ STATIC_ROOT = VAR_DIR / "static"
 # --- storage folders
 CHECKPOINT_DIR = env.path("CHECKPOINT_DIR", VAR_DIR / "checkpoints")
 MODELS_DIR = env.path("MODELS_DIR", VAR_DIR / "models")
+RESULTS_DIR = env.path("RESULTS_DIR", VAR_DIR / "results")  # backtest equity curves and their spools
 DATA_DIR = env.path("DATA_DIR", VAR_DIR / "data")
 WORKER_STATE_DIR = env.path("WORKER_STATE_DIR", VAR_DIR / "worker-state")
 
@@ -141,6 +142,8 @@ require_longer("REQUEUE_AFTER_SECONDS", REQUEUE_AFTER_SECONDS, "ORPHAN_CHECK_INT
 TRAINING_CHECKPOINT_EVERY_EPOCHS = env.int("TRAINING_CHECKPOINT_EVERY_EPOCHS", 10)
 BACKTEST_CHECKPOINT_EVERY_BARS = env.int("BACKTEST_CHECKPOINT_EVERY_BARS", 10_000)
 CHECKPOINT_TIME_INTERVAL_SECONDS = env.seconds("CHECKPOINT_TIME_INTERVAL_SECONDS", 300)
+# Who commits a backtest's checkpoints beside its loop: a child process (keeps the GIL free) or a thread.
+CHECKPOINT_COMMITTER = env.choice("CHECKPOINT_COMMITTER", "process", ("process", "thread"))
 CHECKPOINT_MAX_AGE_DAYS = env.int("CHECKPOINT_MAX_AGE_DAYS", 30, minimum=1)
 CHECKPOINT_CLEANUP_INTERVAL_HOURS = env.seconds("CHECKPOINT_CLEANUP_INTERVAL_HOURS", 24)
 

@@ -13,3 +13,7 @@ from config.settings.base import *  # noqa: E402,F403
 DATABASES["default"]["TEST"] = {"NAME": f"test_resilient_{os.getpid()}"}  # noqa: F405
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# In-process tests run inside a transaction another process cannot see: checkpoints are committed by a
+# thread there; the process tests (real clusters, base settings) and the committer's own tests use the child.
+CHECKPOINT_COMMITTER = os.environ.get("CHECKPOINT_COMMITTER", "thread")

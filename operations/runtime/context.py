@@ -9,9 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from django.conf import settings
 from django.db import connection
 
 from checkpoints.services import Fence, LoadedCheckpoint, SaveResult, checkpoint_forget_folder, checkpoint_save
+from operations.runtime.committer import Committer, CommitterGone
 from operations.runtime.shutdown import shutdown_requested
 from operations.services.workers import Progress
 
@@ -43,7 +45,9 @@ class Runner(Protocol):
         `context.raise_if_stopping()` at safe points (between batches or bars)."""
 
     def checkpoint_payload(self) -> tuple[dict[str, Any], dict[str, bytes]] | None:
-        """State and artifacts of the last consistent point (None before the first)."""
+        """State and artifacts of the last consistent point (None before the first, or with checkpoints off).
+
+        A runner may also define `completed()`: its clean-up once the COMPLETED outcome is recorded."""
 
 
 @dataclass
@@ -75,6 +79,7 @@ class RunContext:
         self._in_flight: threading.Thread | None = None
         self.last_save: SaveResult | None = None
         self._uncertain_folders: list[str] = []  # saves whose commit's outcome is unknown (connection lost)
+        self._committer: Committer | None | bool = None  # False: unusable, save in threads
         self._progress_lock = threading.Lock()
         self._progress: Progress | None = None
 
@@ -128,14 +133,63 @@ class RunContext:
         )
         self._in_flight.start()
 
+    def start_committer(self) -> None:
+        """Start the committer process now (it takes about a second), if checkpoints will use it."""
+        if settings.CHECKPOINT_COMMITTER == "process" and self._committer is None:
+            try:
+                self._committer = Committer()
+                self._committer.start()
+            except OSError as exc:
+                logger.warning("Checkpoint committer of %s not started, saving in threads: %s", self.operation_id, exc)
+                self._committer = False
+
+    def commit_in_background(self, checkpoint_type: str, state: dict[str, Any]) -> None:
+        """A checkpoint of state alone (no artifacts), committed beside the run; one save in flight at most.
+
+        With CHECKPOINT_COMMITTER=process (the default) a child process commits
+        it (operations/runtime/committer.py), so the run's loop keeps the GIL;
+        with `thread`, or if the child cannot be used, a thread does.
+        """
+        self.flush_checkpoint()
+        if settings.CHECKPOINT_COMMITTER == "process" and self._committer is not False:
+            try:
+                self._committer = self._committer or Committer()
+                self._committer.submit({"operation_id": self.operation_id, "checkpoint_type": checkpoint_type,
+                                        "state": state, "artifacts": {}, "fence": (self.worker_id, self.attempt)})
+                return
+            except CommitterGone as exc:
+                logger.warning("Checkpoint committer of %s unusable, saving in a thread: %s", self.operation_id, exc)
+                self._committer = False
+        self.save_checkpoint_in_background(checkpoint_type, lambda: (state, {}))
+
+    def saving_in_thread(self) -> bool:
+        return self._in_flight is not None and self._in_flight.is_alive()
+
+    def saving(self) -> bool:
+        """Whether a background save is still in flight (a fast loop may rather skip a checkpoint than wait)."""
+        return self.saving_in_thread() or (bool(self._committer) and not self._committer.ready())
+
     def flush_checkpoint(self) -> None:
         """Wait for the save in flight, if any (before the next save, a stop checkpoint, and the end)."""
-        if self._in_flight is None:
-            return
         started = time.monotonic()
-        self._in_flight.join()
+        if self._in_flight is not None:
+            self._in_flight.join()
+            self._in_flight = None
+        elif self._committer and self._committer.pending:
+            try:
+                self._record(self._committer.result())
+            except CommitterGone as exc:
+                logger.warning("Checkpoint committer of %s exited: %s", self.operation_id, exc)
+                self._committer = False
+        else:
+            return
         self.checkpoint_seconds += time.monotonic() - started
-        self._in_flight = None
+
+    def close(self) -> None:
+        """The run is over: wait for the save in flight, stop the committer."""
+        self.flush_checkpoint()
+        if self._committer:
+            self._committer.close()
 
     def _save_in_background(self, checkpoint_type: str, payload) -> None:
         try:
@@ -154,6 +208,9 @@ class RunContext:
             artifacts=artifacts,
             fence=self.fence,
         )
+        return self._record(result)
+
+    def _record(self, result: SaveResult) -> SaveResult:
         self.last_save = result
         if result.uncertain_folder:
             self._uncertain_folders += [f for f in (result.uncertain_folder, result.previous_folder) if f]

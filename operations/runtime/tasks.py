@@ -124,7 +124,7 @@ def run_operation(operation_id: str) -> str:
         finish.failed(f"{type(exc).__name__}: {exc}", trace=traceback.format_exc())
         return finish.outcome("failed")
     finally:
-        context.flush_checkpoint()  # no save may commit after the outcome (or after the checkpoint's deletion)
+        context.close()  # no save may commit after the outcome (or after the checkpoint's deletion)
         heartbeat.stop()
     if finish.done(S.COMPLETED, result=result, reason="Completed"):
         try:
@@ -134,6 +134,7 @@ def run_operation(operation_id: str) -> str:
             logger.warning("The checkpoint of completed %s is left for the cleanup", operation_id)
         else:
             context.forget_uncertain_folders()
+        _after_completion(runner, operation_id)
     return finish.outcome("completed")
 
 
@@ -166,6 +167,17 @@ def _start_runner(context: RunContext, runner_path: str, finish: _Finisher, *, r
         logger.exception("Operation %s could not start", context.operation_id)
         finish.failed(f"{type(exc).__name__}: {exc}", trace=traceback.format_exc())
         return None
+
+
+def _after_completion(runner: Runner, operation_id: str) -> None:
+    """The runner's own clean-up once its COMPLETED outcome is recorded (never for a run that lost)."""
+    completed = getattr(runner, "completed", None)
+    if completed is None:
+        return
+    try:
+        completed()
+    except Exception:  # what is left behind is garbage, not a reason to fail a completed operation
+        logger.exception("Clean-up after %s completed failed", operation_id)
 
 
 def _save_payload(context: RunContext, runner, checkpoint_type: str) -> bool:

@@ -134,7 +134,7 @@ class TestRequeue:
         assert recent.events.count() == 0
 
     def test_type_without_executor_is_left_waiting(self, operation_factory, short_intervals):
-        operation = operation_factory(operation_type="backtesting", status=S.PENDING, queued_at=ago(60))
+        operation = operation_factory(operation_type="agent_research", status=S.PENDING, queued_at=ago(60))
         assert sweep_orphans().requeued == []
         assert queued_operation_ids() == []
         operation.refresh_from_db()

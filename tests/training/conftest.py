@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from tests.training.cluster import Children
 
 
 @pytest.fixture
@@ -23,9 +22,3 @@ def folders(tmp_path, settings, checkpoint_dir) -> dict[str, Path]:
     call_command("marketdata", "generate", "--symbol", "SYN", "--timeframe", "1h", "--bars", "3000", "--seed", "5")
     return found
 
-
-@pytest.fixture
-def children(tmp_path, folders):
-    started = Children(tmp_path, folders)
-    yield started
-    started.stop_all()

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from backtesting.params import BacktestParamsSerializer
+from backtesting.services import backtest_start
+from operations.api.serializers import OperationDetailSerializer
+from operations.api.views import ERRORS, user_actor
+
+
+class BacktestCreateView(APIView):
+    @extend_schema(request=BacktestParamsSerializer, responses={201: OperationDetailSerializer, **ERRORS})
+    def post(self, request: Request) -> Response:
+        operation = backtest_start(data=request.data, actor=user_actor(request), owner=request.user)
+        return Response(OperationDetailSerializer(operation).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,82 @@
+"""The request of a backtest: validated once, stored as the operation's params, read back by the runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rest_framework import serializers
+
+from backtesting.strategies import STRATEGIES, get_strategy
+from marketdata.params import SeriesRangeSerializer
+from operations.api.serializers import OperationIdField
+from operations.models import Operation, OperationStatus
+
+
+class BacktestParamsSerializer(SeriesRangeSerializer):
+    strategy = serializers.ChoiceField(choices=[], default="sma_cross")
+    params = serializers.DictField(
+        required=False, default=dict,
+        help_text="The strategy's parameters, e.g. {\"fast\": 10, \"slow\": 30, \"allow_short\": true} for sma_cross.",
+    )
+    model = OperationIdField(
+        required=False, allow_null=True, default=None,
+        help_text="For the model strategy: the id of a COMPLETED training operation.",
+    )
+    initial_cash = serializers.FloatField(min_value=1.0, max_value=1e15, default=100_000.0)
+    commission = serializers.FloatField(min_value=0.0, max_value=0.1, default=0.0005,
+                                        help_text="Fraction of each fill's notional.")
+    slippage = serializers.FloatField(min_value=0.0, max_value=0.1, default=0.0002,
+                                      help_text="Fraction of the open price, against each fill.")
+    checkpoint_every = serializers.IntegerField(
+        min_value=0, max_value=10**9, required=False, allow_null=True, default=None,
+        help_text="Bars between periodic checkpoints; 0: none; default BACKTEST_CHECKPOINT_EVERY_BARS.",
+    )
+    checkpoint_seconds = serializers.FloatField(
+        min_value=1, required=False, allow_null=True, default=None,
+        help_text="Seconds between periodic checkpoints; default CHECKPOINT_TIME_INTERVAL_SECONDS.",
+    )
+    checkpoints_enabled = serializers.BooleanField(default=True, help_text="False: no checkpoint at all.")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["strategy"].choices = sorted(STRATEGIES)
+
+    def validate(self, data):
+        data = super().validate(data)
+        strategy = get_strategy(data["strategy"])
+        try:
+            strategy_params = strategy.validate_params(data.pop("params"), data)
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({"params": exc.detail}) from None
+        if data["strategy"] == "model":
+            strategy_params.update(self._model_files(data.get("model")))
+        elif data.get("model"):
+            raise serializers.ValidationError({"model": "Only the model strategy uses a model."})
+        data["strategy_params"] = strategy_params
+        return data
+
+    def _model_files(self, operation_id: str | None) -> dict[str, str]:
+        if not operation_id:
+            raise serializers.ValidationError(
+                {"model": "The model strategy needs a model: the id of a COMPLETED training operation."}
+            )
+        owner = self.context.get("owner")
+        operations = Operation.objects.filter(pk=operation_id, operation_type="training")
+        if owner is not None and not owner.is_staff:
+            operations = operations.filter(owner=owner)
+        training = operations.first()
+        if training is None:
+            raise serializers.ValidationError({"model": f"No training operation {operation_id}."})
+        if training.status != OperationStatus.COMPLETED:
+            raise serializers.ValidationError(
+                {"model": f"Training operation {operation_id} is {training.status}; its model is ready once it is "
+                          "COMPLETED."}
+            )
+        result = training.result or {}
+        paths = {"model_path": result.get("model_path"), "feature_spec_path": result.get("feature_spec_path")}
+        missing = [name for name, path in paths.items() if not path or not Path(path).exists()]
+        if missing:
+            raise serializers.ValidationError(
+                {"model": f"The files of training operation {operation_id} are missing ({', '.join(missing)})."}
+            )
+        return {"model_operation_id": operation_id, **paths}

@@ -1,0 +1,185 @@
+"""A backtest as the runtime executes it, resumable at any bar with an identical result.
+
+On start (and on resume) the bars are loaded and the strategy's decisions
+computed over the whole range; a resumed run then takes the engine's state
+from its checkpoint and the series so far from the spool the checkpoint
+names, and continues at the next bar without processing earlier bars again.
+The loop runs in chunks: between two chunks it reports progress, checks for
+cancel and shutdown, and saves a periodic checkpoint when due (in the
+background: the engine state is copied, the spool written and the row
+committed beside the next chunk).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+
+from backtesting.engine import Costs, Engine, EngineState, equity_from_fills, metrics
+from backtesting.spool import Spool, results_dir
+from backtesting.strategies import get_strategy
+from checkpoints.models import CheckpointType
+from checkpoints.policy import policy_for
+from marketdata.series import TIMEFRAMES, load_bars
+from operations.runtime.context import RunContext
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BARS = 4096  # bars between two checks for cancel and shutdown
+SAVING_CHUNK_BARS = 256  # the same while a checkpoint is being saved beside the loop
+CHART_POINTS = 500
+
+
+class BacktestRunner:
+    def __init__(self, context: RunContext) -> None:
+        self.context = context
+        p = self.params = context.params
+        if p.get("checkpoints_enabled", True) and p.get("checkpoint_every") != 0:
+            context.start_committer()  # its start-up (half a second) overlaps the loading below
+        bars = load_bars(p["symbol"], p["timeframe"], start=p.get("start"), end=p.get("end"))
+        if len(bars) < 2:
+            raise ValueError(f"too little data to backtest: {len(bars)} bar(s) in the range")
+        decisions = get_strategy(p["strategy"])(p["strategy_params"]).decisions(bars)
+        self.times = bars["timestamp"].dt.tz_convert(None).to_numpy()
+        self.engine = Engine(
+            opens=bars["open"].astype("float64").tolist(),
+            closes=bars["close"].astype("float64").tolist(),
+            times=self.times,
+            targets=decisions.tolist(),
+            costs=Costs(commission=p["commission"], slippage=p["slippage"]),
+            initial_cash=p["initial_cash"],
+        )
+        self.policy = policy_for(p, settings.BACKTEST_CHECKPOINT_EVERY_BARS)
+        self.engine_seconds_before = 0.0
+        self.spool = Spool(context.operation_id, context.attempt)
+        if context.resume_from is not None:
+            state = context.resume_from.state
+            self.engine.fill_log, self.engine.trade_log = Spool.read(context.operation_id, state)
+            self.engine.state = EngineState.from_dict(state["engine"])
+            self.engine.equity = equity_from_fills(bars["close"].to_numpy(dtype="float64"), self.engine.fill_log,
+                                                   self.engine.state.next_bar, p["initial_cash"])
+            self.engine_seconds_before = state.get("engine_seconds", 0.0)
+            self.policy.saved(self.engine.state.next_bar)
+        self.spool.start(self.engine)
+        self.first_bar = self.engine.state.next_bar
+        self.engine_seconds = 0.0
+        self.periodic_checkpoints = 0
+        self.checkpoint_seconds_before = context.checkpoint_seconds
+
+    # --- the loop
+    def run(self) -> dict[str, Any]:
+        engine, state = self.engine, self.engine.state
+        bars, every = engine.bars, self.policy.every_units
+        while state.next_bar < bars:
+            self.context.raise_if_stopping()
+            chunk = CHUNK_BARS
+            if self.context.saving_in_thread():
+                # A save in a thread needs the GIL between its I/O waits; this loop would hold it for
+                # whole switch intervals (5 ms) at a time. Small chunks and a yield let it finish within
+                # a few thousand bars instead of tens of thousands. (A committer process needs none.)
+                chunk = SAVING_CHUNK_BARS
+                time.sleep(0)
+            stop = min(bars, (state.next_bar // chunk + 1) * chunk)
+            if every > 0:
+                stop = min(stop, (state.next_bar // every + 1) * every)
+            started = time.perf_counter()
+            engine.run(stop)
+            self.engine_seconds += time.perf_counter() - started
+            self._report_progress()
+            # Due, and the previous save done: a loop faster than a save skips a checkpoint rather than wait.
+            if state.next_bar < bars and self.policy.due(state.next_bar) and not self.context.saving():
+                try:
+                    checkpoint = self._checkpoint_state()
+                except OSError as exc:  # the spool could not be written (disk full): no checkpoint this time
+                    logger.warning("Checkpoint of %s at bar %d skipped: %s", self.context.operation_id,
+                                   state.next_bar, exc)
+                else:
+                    self.context.commit_in_background(CheckpointType.PERIODIC, checkpoint)
+                    self.periodic_checkpoints += 1
+                self.policy.saved(state.next_bar)
+        engine.close_at_end()
+        self.context.flush_checkpoint()
+        return self._finish()
+
+    def _report_progress(self) -> None:
+        state, bars = self.engine.state, self.engine.bars
+        last = state.next_bar - 1
+        pnl = self.engine.equity[-1] - self.engine.initial_cash
+        when = np.datetime_as_string(self.times[last], unit="m").replace("T", " ")
+        self.context.report_progress(
+            current=state.next_bar, total=bars, unit="bars",
+            message=f"bar {state.next_bar}/{bars} {when} PnL {pnl:+,.2f}",
+        )
+
+    # --- checkpoints: the engine state, after the series since the previous one are appended to the spool
+    def _checkpoint_state(self) -> dict[str, Any]:
+        engine_state = self.engine.state.as_dict()  # asdict copies the open trade too
+        last = engine_state["next_bar"] - 1
+        return {
+            "bar_index": engine_state["next_bar"],
+            "bar_time": _iso(self.times[last]) if last >= 0 else None,
+            "bars": self.engine.bars,
+            "engine": engine_state,
+            "engine_seconds": self.engine_seconds_before + self.engine_seconds,
+            **self.spool.write_new(self.engine),
+        }
+
+    def checkpoint_payload(self) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+        if not self.policy.enabled:
+            return None  # checkpoints_enabled=false: none at all, a stop checkpoint included
+        self.context.flush_checkpoint()
+        return self._checkpoint_state(), {}
+
+    # --- the result
+    def _finish(self) -> dict[str, Any]:
+        engine = self.engine
+        folder = results_dir(self.context.operation_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        equity = np.array(engine.equity, dtype=np.float64)  # a copy: the engine's array stays resizable
+        equity_path = folder / "equity.npy"
+        temporary = folder / f".equity.{os.getpid()}.npy"
+        np.save(temporary, equity)
+        os.replace(temporary, equity_path)
+        picked = np.unique(np.linspace(0, len(equity) - 1, min(len(equity), CHART_POINTS)).round().astype(int))
+        processed = engine.state.next_bar - self.first_bar
+        trades = engine.trades
+        result = {
+            "strategy": self.params["strategy"],
+            "strategy_params": self.params["strategy_params"],
+            "bars": engine.bars,
+            "first_bar": _iso(self.times[0]),
+            "last_bar": _iso(self.times[-1]),
+            "metrics": metrics(engine, TIMEFRAMES[self.params["timeframe"]], trades),
+            "trades": trades,
+            "equity_curve_path": str(equity_path),
+            "equity_curve": [[_iso(self.times[i]), float(equity[i])] for i in picked],
+            "timings": {
+                "engine_seconds": round(self.engine_seconds_before + self.engine_seconds, 4),
+                "bars_per_second": round(processed / self.engine_seconds) if self.engine_seconds > 0 else None,
+                "bars_processed": processed,
+                "checkpoint_seconds": round(self.context.checkpoint_seconds - self.checkpoint_seconds_before, 4),
+                "periodic_checkpoints": self.periodic_checkpoints,
+            },
+        }
+        self.spool.close()
+        return result
+
+    def completed(self) -> None:
+        """The outcome is recorded: the spools of this run and the earlier ones are no longer needed. (Not
+        before: a run that finishes after it was given up on must not remove what its resume reads.)"""
+        self.spool.remove_earlier_runs(self.context.operation_id)
+
+
+def _iso(moment) -> str:
+    return np.datetime_as_string(moment, unit="s") + "Z"
+
+
+def equity_curve(result: dict[str, Any]) -> np.ndarray:
+    """The whole equity curve of a completed backtest."""
+    return np.load(Path(result["equity_curve_path"]))

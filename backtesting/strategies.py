@@ -1,0 +1,134 @@
+"""Strategies: from bars to one decision per bar, computed over the whole range at once.
+
+A strategy sees the whole series and returns, for each bar t, the direction
+it wants from the open of bar t+1 (LONG, SHORT, FLAT) or HOLD; it may only
+use bars up to t to decide at t. Computing the decisions over the whole range
+is what makes a resumed backtest identical: the indicators are recomputed
+from the same bars, whatever the bar the run stopped at.
+
+To add a strategy, subclass `Strategy` in any installed app, give it a
+`name`, a `Params` serializer and `decisions()`, and decorate it with
+`@register_strategy`; `--strategy <name>` and the API accept it at once.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from rest_framework import serializers
+
+from backtesting.engine import FLAT, HOLD, LONG, SHORT
+
+STRATEGIES: dict[str, type["Strategy"]] = {}
+
+
+def register_strategy(cls: type["Strategy"]) -> type["Strategy"]:
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def get_strategy(name: str) -> type["Strategy"]:
+    return STRATEGIES[name]
+
+
+class Strategy:
+    name: ClassVar[str]
+    Params: ClassVar[type[serializers.Serializer]]
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+    @classmethod
+    def validate_params(cls, data: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+        """The strategy's params, validated (ValidationError naming each bad one)."""
+        unknown = sorted(set(data) - set(cls.Params().fields))
+        if unknown:
+            known = ", ".join(cls.Params().fields)
+            raise serializers.ValidationError({name: f"Unknown parameter of {cls.name} (it takes {known})."
+                                               for name in unknown})
+        serializer = cls.Params(data=data, context={"request_params": request})
+        serializer.is_valid(raise_exception=True)
+        return dict(serializer.validated_data)
+
+    def decisions(self, bars: pd.DataFrame) -> np.ndarray:
+        """int8 per bar: LONG, SHORT, FLAT or HOLD, decided at the bar's close."""
+        raise NotImplementedError
+
+
+class SmaCrossParams(serializers.Serializer):
+    fast = serializers.IntegerField(min_value=1, max_value=100_000, default=10)
+    slow = serializers.IntegerField(min_value=2, max_value=100_000, default=30)
+    allow_short = serializers.BooleanField(default=False)
+
+    def validate(self, data):
+        if data["fast"] >= data["slow"]:
+            raise serializers.ValidationError({"slow": "slow must be longer than fast."})
+        return data
+
+
+@register_strategy
+class SmaCross(Strategy):
+    """Long when the fast SMA of close crosses above the slow one (fast[t-1] < slow[t-1] and
+    fast[t] > slow[t]); short, or flat without allow_short, on the opposite cross."""
+
+    name = "sma_cross"
+    Params = SmaCrossParams
+
+    def decisions(self, bars: pd.DataFrame) -> np.ndarray:
+        close = bars["close"]
+        fast = close.rolling(self.params["fast"]).mean().to_numpy()
+        slow = close.rolling(self.params["slow"]).mean().to_numpy()
+        previous_fast, previous_slow = np.roll(fast, 1), np.roll(slow, 1)
+        previous_fast[0] = previous_slow[0] = np.nan  # comparisons with NaN are False: no cross at bar 0
+        up = (previous_fast < previous_slow) & (fast > slow)
+        down = (previous_fast > previous_slow) & (fast < slow)
+        decisions = np.full(len(bars), HOLD, dtype=np.int8)
+        decisions[up] = LONG
+        decisions[down] = SHORT if self.params["allow_short"] else FLAT
+        return decisions
+
+
+class ModelParams(serializers.Serializer):
+    threshold = serializers.FloatField(
+        min_value=0.5, max_value=1.0, default=0.55,
+        help_text="Long when the model's probability of a higher close is at least this; short (with "
+        "allow_short) or flat when it is at most 1 - threshold.",
+    )
+    allow_short = serializers.BooleanField(default=False)
+
+
+@register_strategy
+class ModelStrategy(Strategy):
+    """Trades on a completed training operation's model, with the features computed exactly as in training."""
+
+    name = "model"
+    Params = ModelParams
+
+    def decisions(self, bars: pd.DataFrame) -> np.ndarray:
+        import torch
+
+        from training.features import FeatureSpec, raw_features, standardise
+        from training.model import DirectionClassifier
+
+        saved = json.loads(Path(self.params["feature_spec_path"]).read_text())
+        spec = FeatureSpec.from_dict(saved["feature_spec"])
+        model = DirectionClassifier(saved["inputs"], list(saved["hidden_sizes"]))
+        model.load_state_dict(torch.load(self.params["model_path"], weights_only=True))
+        model.eval()
+        features = raw_features(bars, spec)
+        usable = features.notna().all(axis=1).to_numpy()
+        x = torch.from_numpy(standardise(spec, features[usable]))
+        with torch.no_grad():
+            up = torch.softmax(model(x), dim=1)[:, 1].numpy() if len(x) else np.empty(0)
+        threshold = self.params["threshold"]
+        chosen = np.full(len(up), FLAT, dtype=np.int8)
+        chosen[up >= threshold] = LONG
+        if self.params["allow_short"]:
+            chosen[up <= 1.0 - threshold] = SHORT
+        decisions = np.full(len(bars), HOLD, dtype=np.int8)
+        decisions[usable] = chosen
+        return decisions

@@ -1,0 +1,480 @@
+"""Starting and showing backtests (SPEC §9): POST /api/v1/backtests/, `manage.py backtest`, `operations resume`
+of a cancelled backtest, the admin page (equity chart, trades, metrics) and the OpenAPI schema."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+import pytest
+from django.contrib.admin.utils import quote
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from checkpoints.models import Checkpoint
+from operations.ids import new_operation_id
+from operations.models import Operation, OperationEvent, OperationStatus as S
+from operations.runtime.tasks import run_operation
+from tests.backtesting.conftest import generate, start_backtest
+from tests.conftest import queued_operation_ids
+from tests.factories import OperationFactory
+
+URL = "/api/v1/backtests/"
+DEFAULT_PARAMS = {
+    "symbol": "SYN",
+    "timeframe": "1h",
+    "start": None,
+    "end": None,
+    "strategy": "sma_cross",
+    "model": None,
+    "initial_cash": 100_000.0,
+    "commission": 0.0005,
+    "slippage": 0.0002,
+    "checkpoint_every": None,
+    "checkpoint_seconds": None,
+    "checkpoints_enabled": True,
+    "strategy_params": {"fast": 10, "slow": 30, "allow_short": False},
+}
+
+
+@pytest.fixture
+def market(backtest_dirs):
+    generate(300)
+    return backtest_dirs
+
+
+@pytest.fixture
+def model_files(tmp_path) -> dict[str, str]:
+    """Files standing in for a trained model (the request only checks they exist)."""
+    folder = tmp_path / "models" / "trained"
+    folder.mkdir(parents=True)
+    (folder / "model.pt").write_bytes(b"weights")
+    (folder / "feature_spec.json").write_text("{}")
+    return {"model_path": str(folder / "model.pt"), "feature_spec_path": str(folder / "feature_spec.json")}
+
+
+def training(owner=None, status=S.COMPLETED, result=None) -> Operation:
+    return OperationFactory(operation_type="training", status=status, owner=owner, result=result)
+
+
+def assert_nothing_created() -> None:
+    assert not Operation.objects.filter(operation_type="backtesting").exists()
+    assert not OperationEvent.objects.filter(operation__operation_type="backtesting").exists()
+    assert queued_operation_ids() == []
+
+
+def post(client, body, capture):
+    with capture(execute=True):
+        return client.post(URL, body, format="json")
+
+
+# --- POST /api/v1/backtests/
+
+
+@pytest.mark.django_db
+def test_post_creates_a_pending_backtest_with_defaults_owned_by_the_user(
+    market, user, user_client, django_capture_on_commit_callbacks
+):
+    response = post(user_client, {"symbol": "SYN", "timeframe": "1h"}, django_capture_on_commit_callbacks)
+
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["operation_type"] == "backtesting"
+    assert body["status"] == "PENDING"
+    assert body["owner"] == user.username
+    assert body["params"] == DEFAULT_PARAMS
+    assert body["checkpoint"] is None and body["resumable"] is False
+    assert {"operation_id", "created_at", "progress", "result", "recent_events"} <= set(body)
+    operation = Operation.objects.get(pk=body["operation_id"])
+    assert operation.status == S.PENDING and operation.owner == user and operation.params == DEFAULT_PARAMS
+    assert queued_operation_ids() == [operation.pk]
+    assert user_client.get(f"/api/v1/operations/{operation.pk}/").json()["params"] == DEFAULT_PARAMS
+
+
+@pytest.mark.django_db
+def test_post_stores_the_values_given(market, user_client, django_capture_on_commit_callbacks):
+    request = {
+        "symbol": "SYN",
+        "timeframe": "1h",
+        "start": "2015-01-03",
+        "end": "2015-01-10",
+        "strategy": "sma_cross",
+        "params": {"fast": "5", "slow": 12, "allow_short": "true"},
+        "initial_cash": 5000,
+        "commission": 0.001,
+        "slippage": 0,
+        "checkpoint_every": 0,
+    }
+    response = post(user_client, request, django_capture_on_commit_callbacks)
+    assert response.status_code == 201, response.content
+    params = Operation.objects.get(pk=response.json()["operation_id"]).params
+    assert params == {
+        **DEFAULT_PARAMS, "start": "2015-01-03", "end": "2015-01-10", "initial_cash": 5000.0, "commission": 0.001,
+        "slippage": 0.0, "checkpoint_every": 0, "strategy_params": {"fast": 5, "slow": 12, "allow_short": True},
+    }
+
+
+BAD_BODIES = [
+    ({"strategy": "nope"}, "strategy"),
+    ({"strategy": None}, "strategy"),
+    ({"params": {"fast": "x"}}, "params.fast"),
+    ({"params": {"fast": 0}}, "params.fast"),
+    ({"params": {"fast": 2.5}}, "params.fast"),
+    ({"params": {"fast": 30, "slow": 10}}, "params.slow"),
+    ({"params": {"fast": 10, "slow": 10}}, "params.slow"),
+    ({"params": {"slow": 1}}, "params.slow"),
+    ({"params": {"allow_short": "maybe"}}, "params.allow_short"),
+    ({"params": "fast=3"}, "params"),
+    ({"params": [3, 8]}, "params"),
+    ({"strategy": "model"}, "model"),  # the model strategy needs a model
+    ({"strategy": "model", "params": {"threshold": 0.3}}, "params.threshold"),
+    ({"model": new_operation_id("training")}, "model"),  # sma_cross uses no model
+    ({"strategy": "model", "model": "not-an-id"}, "model"),
+    ({"strategy": "model", "model": new_operation_id("training")}, "model"),  # no such operation
+    ({"initial_cash": 0}, "initial_cash"),
+    ({"initial_cash": "lots"}, "initial_cash"),
+    ({"commission": -0.1}, "commission"),
+    ({"slippage": 0.5}, "slippage"),
+    ({"checkpoint_every": -1}, "checkpoint_every"),
+    ({"checkpoint_every": "often"}, "checkpoint_every"),
+    ({"start": "yesterday"}, "start"),
+    ({"end": "2015-13-01"}, "end"),
+    ({"start": "2015-02-01", "end": "2015-01-01"}, "end"),
+    ({"timeframe": "7h"}, "timeframe"),
+    ({"symbol": "bad symbol"}, "symbol"),
+    ({"symbol": "NODATA"}, "symbol"),  # a valid name, but no series was generated for it
+    ({"timeframe": "1d"}, "symbol"),  # SYN exists in 1h only
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("change", "field"), BAD_BODIES, ids=[f"{f}-{i}" for i, (_, f) in enumerate(BAD_BODIES)])
+def test_bad_body_is_a_400_naming_the_field_and_creates_nothing(
+    market, user_client, django_capture_on_commit_callbacks, change, field
+):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = user_client.post(URL, {"symbol": "SYN", "timeframe": "1h", **change}, format="json")
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["code"] == "VALIDATION_ERROR"
+    assert body["detail"].startswith(f"Invalid value for field '{field}':"), body["detail"]
+    details = body["details"]
+    for key in field.split("."):
+        assert key in details, body["details"]
+        details = details[key]
+    assert callbacks == []
+    assert_nothing_created()
+
+
+@pytest.mark.django_db
+def test_missing_fields_are_named(market, user_client):
+    response = user_client.post(URL, {}, format="json")
+    assert response.status_code == 400
+    assert set(response.json()["details"]) == {"symbol", "timeframe"}
+    assert_nothing_created()
+
+
+@pytest.mark.django_db
+def test_no_data_error_says_how_to_generate_it(market, user_client):
+    response = user_client.post(URL, {"symbol": "NODATA", "timeframe": "4h"}, format="json")
+    assert response.status_code == 400
+    assert "python manage.py marketdata generate --symbol NODATA --timeframe 4h" in response.json()["detail"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", [S.PENDING, S.RUNNING, S.FAILED, S.CANCELLED])
+def test_a_model_not_completed_is_refused(market, user, user_client, model_files, status):
+    model = training(owner=user, status=status, result=model_files if status != S.PENDING else None)
+    response = user_client.post(URL, {"symbol": "SYN", "timeframe": "1h", "strategy": "model", "model": model.pk},
+                                format="json")
+    assert response.status_code == 400
+    detail = response.json()["details"]["model"][0]
+    assert f"is {status}" in detail and "COMPLETED" in detail
+    assert_nothing_created()
+
+
+@pytest.mark.django_db
+def test_a_model_whose_files_are_gone_is_refused(market, user, user_client, model_files):
+    model = training(owner=user, result={**model_files, "model_path": model_files["model_path"] + ".gone"})
+    response = user_client.post(URL, {"symbol": "SYN", "timeframe": "1h", "strategy": "model", "model": model.pk},
+                                format="json")
+    assert response.status_code == 400
+    assert "model_path" in response.json()["details"]["model"][0]
+
+
+@pytest.mark.django_db
+def test_a_backtest_is_not_a_model(market, user, user_client):
+    other = OperationFactory(operation_type="backtesting", status=S.COMPLETED, owner=user)
+    response = user_client.post(URL, {"symbol": "SYN", "timeframe": "1h", "strategy": "model", "model": other.pk},
+                                format="json")
+    assert response.status_code == 400
+    assert response.json()["details"]["model"] == [f"No training operation {other.pk}."]
+
+
+@pytest.mark.django_db
+def test_the_model_of_a_completed_training_is_used(
+    market, user, user_client, model_files, django_capture_on_commit_callbacks
+):
+    model = training(owner=user, result=model_files)
+    response = post(user_client, {"symbol": "SYN", "timeframe": "1h", "strategy": "model", "model": model.pk,
+                                  "params": {"threshold": 0.6}}, django_capture_on_commit_callbacks)
+    assert response.status_code == 201, response.content
+    assert response.json()["params"]["model"] == model.pk
+    assert response.json()["params"]["strategy_params"] == {
+        "threshold": 0.6, "allow_short": False, "model_operation_id": model.pk, **model_files,
+    }
+
+
+@pytest.mark.django_db
+def test_a_user_cannot_backtest_another_users_model_but_staff_can(
+    market, user_client, other_user, staff_client, model_files, django_capture_on_commit_callbacks
+):
+    model = training(owner=other_user, result=model_files)
+    body = {"symbol": "SYN", "timeframe": "1h", "strategy": "model", "model": model.pk}
+
+    refused = user_client.post(URL, body, format="json")
+    assert refused.status_code == 400
+    assert refused.json()["details"]["model"] == [f"No training operation {model.pk}."]  # not even its existence
+    assert_nothing_created()
+
+    accepted = post(staff_client, body, django_capture_on_commit_callbacks)
+    assert accepted.status_code == 201, accepted.content
+
+
+@pytest.mark.django_db
+def test_anonymous_is_refused(market, anonymous_client):
+    response = anonymous_client.post(URL, {"symbol": "SYN", "timeframe": "1h"}, format="json")
+    assert response.status_code == 401
+    assert response.json()["code"] == "NOT_AUTHENTICATED"
+    assert_nothing_created()
+
+
+@pytest.mark.django_db
+def test_a_backtest_is_seen_by_its_owner_only(market, user_client, other_user, django_capture_on_commit_callbacks):
+    from tests.conftest import token_client
+
+    operation_id = post(user_client, {"symbol": "SYN", "timeframe": "1h"}, django_capture_on_commit_callbacks).json()[
+        "operation_id"
+    ]
+    assert user_client.get(f"/api/v1/operations/{operation_id}/").status_code == 200
+    assert token_client(other_user).get(f"/api/v1/operations/{operation_id}/").status_code == 404
+
+
+# --- manage.py backtest
+
+
+def backtest(*args: str) -> str:
+    out = StringIO()
+    call_command("backtest", *args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_backtest_prints_just_the_new_id(market, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        output = backtest("--symbol", "SYN", "--timeframe", "1h")
+    operation = Operation.objects.get(operation_type="backtesting")
+    assert output == f"{operation.pk}\n"
+    assert operation.status == S.PENDING and operation.owner is None
+    assert operation.params == DEFAULT_PARAMS
+    assert queued_operation_ids() == [operation.pk]
+
+
+@pytest.mark.django_db
+def test_backtest_parses_params_and_options(market, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        backtest("--symbol", "SYN", "--timeframe", "1h", "--strategy", "sma_cross", "--param", "fast=10",
+                 "--param", "slow=30", "--param", "allow_short=true", "--initial-cash", "2500.5",
+                 "--commission", "0.001", "--slippage", "0", "--checkpoint-every", "0", "--start", "2015-01-02",
+                 "--end", "2015-01-09")
+    operation = Operation.objects.get(operation_type="backtesting")
+    assert operation.params == {
+        **DEFAULT_PARAMS, "start": "2015-01-02", "end": "2015-01-09", "initial_cash": 2500.5, "commission": 0.001,
+        "slippage": 0.0, "checkpoint_every": 0, "strategy_params": {"fast": 10, "slow": 30, "allow_short": True},
+    }
+
+
+@pytest.mark.django_db
+def test_backtest_json_prints_the_api_body(market, staff_client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        output = backtest("--symbol", "SYN", "--timeframe", "1h", "--param", "fast=4", "--param", "slow=9", "--json")
+    body = json.loads(output)
+    operation = Operation.objects.get(operation_type="backtesting")
+    assert body["operation_id"] == operation.pk and body["status"] == "PENDING"
+    assert body["params"]["strategy_params"] == {"fast": 4, "slow": 9, "allow_short": False}
+    assert body == staff_client.get(f"/api/v1/operations/{operation.pk}/").json()
+
+
+BAD_OPTIONS = [
+    (["--param", "x"], "--param"),
+    (["--param", "=3"], "--param"),
+    (["--param", "fast=x"], "--param"),
+    (["--param", "fast=0"], "--param"),
+    (["--param", "fast=30", "--param", "slow=10"], "--param"),
+    (["--param", "allow_short=perhaps"], "--param"),
+    (["--strategy", "nope"], "--strategy"),
+    (["--strategy", "model"], "--model"),
+    (["--model", new_operation_id("training")], "--model"),
+    (["--initial-cash", "-5"], "--initial-cash"),
+    (["--initial-cash", "lots"], "--initial-cash"),
+    (["--commission", "x"], "--commission"),
+    (["--slippage", "1"], "--slippage"),
+    (["--checkpoint-every", "-1"], "--checkpoint-every"),
+    (["--timeframe", "7h"], "--timeframe"),
+    (["--symbol", "bad symbol"], "--symbol"),
+    (["--start", "yesterday"], "--start"),
+    (["--start", "2015-02-01", "--end", "2015-01-01"], "--end"),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("options", "named"), BAD_OPTIONS, ids=[" ".join(o) for o, _ in BAD_OPTIONS])
+def test_backtest_refuses_bad_options_by_name(market, options, named):
+    with pytest.raises(CommandError) as refused:
+        backtest("--symbol", "SYN", "--timeframe", "1h", *options)
+    message = str(refused.value)
+    assert message.startswith(f"{named}: "), message
+    assert "ErrorDetail" not in message and "{" not in message, message  # readable, not a repr
+    assert_nothing_created()
+
+
+@pytest.mark.django_db
+def test_a_bad_param_names_the_parameter(market):
+    with pytest.raises(CommandError) as refused:
+        backtest("--symbol", "SYN", "--timeframe", "1h", "--param", "fast=30", "--param", "slow=10")
+    assert str(refused.value) == "--param: slow: slow must be longer than fast."
+    with pytest.raises(CommandError) as refused:
+        backtest("--symbol", "SYN", "--timeframe", "1h", "--param", "x")
+    assert "NAME=VALUE" in str(refused.value)
+
+
+@pytest.mark.django_db
+def test_backtest_without_data_names_the_symbol_and_how_to_generate_it(market):
+    with pytest.raises(CommandError) as refused:
+        backtest("--symbol", "NODATA", "--timeframe", "1h")
+    message = str(refused.value)
+    assert message.startswith("--symbol: ")
+    assert "python manage.py marketdata generate --symbol NODATA --timeframe 1h" in message
+    assert_nothing_created()
+
+
+# --- operations resume, on a cancelled backtest
+
+
+@pytest.mark.django_db(transaction=True)
+def test_operations_resume_continues_a_cancelled_backtest(market, stopper):
+    straight = start_backtest(params={"fast": 3, "slow": 8, "allow_short": True})
+    assert stopper.run(straight) == "completed"
+    operation_id = start_backtest(params={"fast": 3, "slow": 8, "allow_short": True})
+    assert stopper.run(operation_id, 120, chunk=1) == "cancelled"
+    assert Operation.objects.get(pk=operation_id).status == S.CANCELLED
+
+    out = StringIO()
+    call_command("operations", "resume", operation_id, stdout=out)
+    assert out.getvalue() == f"Operation {operation_id} is RESUMING from its cancellation checkpoint (bar_index 120).\n"
+    assert Operation.objects.get(pk=operation_id).status == S.RESUMING
+
+    assert run_operation(operation_id) == "completed"
+    resumed, expected = Operation.objects.get(pk=operation_id).result, Operation.objects.get(pk=straight).result
+    assert resumed["trades"] == expected["trades"] and resumed["metrics"] == expected["metrics"]
+    assert resumed["timings"]["bars_processed"] == 300 - 120
+
+
+@pytest.mark.django_db(transaction=True)
+def test_operations_resume_json_says_where_it_resumes_from(market, stopper):
+    operation_id = start_backtest()
+    assert stopper.run(operation_id, 77, chunk=1) == "cancelled"
+    out = StringIO()
+    call_command("operations", "resume", operation_id, "--json", stdout=out)
+    body = json.loads(out.getvalue())
+    assert body["status"] == "RESUMING"
+    assert body["resumed_from"]["checkpoint_type"] == "cancellation" and body["resumed_from"]["bar_index"] == 77
+    assert body["checkpoint"]["state_summary"] == {"bar_index": 77}
+
+
+# --- admin
+
+
+def change_url(operation: Operation) -> str:
+    return reverse("admin:operations_operation_change", args=[quote(operation.pk)])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_page_of_a_completed_backtest_shows_equity_trades_and_metrics(market, stopper, admin_client):
+    operation_id = start_backtest(params={"fast": 3, "slow": 8, "allow_short": True})
+    assert stopper.run(operation_id) == "completed"
+    operation = Operation.objects.get(pk=operation_id)
+    result = operation.result
+
+    page = admin_client.get(change_url(operation))
+    body = page.content.decode()
+    assert page.status_code == 200
+    assert "<svg" in body and body.count("<polyline") == 1
+    assert f"Equity curve ({result['equity_curve'][0][0]} to {result['equity_curve'][-1][0]})" in body
+    trades = result["trades"]
+    shown = min(len(trades), 200)
+    assert len(trades) > 10 and f"Trades ({shown} of {len(trades)})" in body
+    assert body.count("<tr><td>") == shown  # one row per trade shown
+    assert trades[0]["entry_time"] in body and trades[0]["side"] in body
+    assert "Metrics" in body
+    for name in ("total_return", "annualised_return", "sharpe", "max_drawdown", "win_rate", "number_of_trades",
+                 "exposure", "buy_and_hold_return"):
+        assert f"<th>{name}</th>" in body, name
+
+
+@pytest.mark.django_db
+def test_admin_page_of_a_backtest_without_trades(admin_client):
+    operation = OperationFactory(
+        operation_type="backtesting", status=S.COMPLETED,
+        result={"equity_curve": [["2015-01-01T00:00:00Z", 100.0], ["2015-01-01T01:00:00Z", 100.0]], "trades": [],
+                "metrics": {"number_of_trades": 0, "sharpe": None}},
+    )
+    body = admin_client.get(change_url(operation)).content.decode()
+    assert body.count("<polyline") == 1 and "No trades." in body and "Trades (0 of 0)" in body
+
+
+@pytest.mark.django_db
+def test_admin_page_of_a_pending_backtest_has_no_chart(admin_client):
+    operation = OperationFactory(operation_type="backtesting", status=S.PENDING)
+    page = admin_client.get(change_url(operation))
+    assert page.status_code == 200
+    assert "<polyline" not in page.content.decode() and "Equity curve" not in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_admin_page_of_a_training_still_shows_its_loss_curves(admin_client):
+    history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e} for e in range(1, 6)]
+    operation = OperationFactory(operation_type="training", status=S.COMPLETED, result={"history": history})
+    body = admin_client.get(change_url(operation)).content.decode()
+    assert "Loss curves" in body and body.count("<polyline") == 2 and "validation loss" in body
+    assert "Equity curve" not in body and "Trades (" not in body
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_page_of_a_cancelled_backtest_shows_its_checkpoint(market, stopper, admin_client):
+    operation_id = start_backtest()
+    assert stopper.run(operation_id, 150, chunk=1) == "cancelled"
+    assert Checkpoint.objects.filter(pk=operation_id).exists()
+    body = admin_client.get(change_url(Operation.objects.get(pk=operation_id))).content.decode()
+    assert "cancellation · bar_index 150" in body and "resumable" in body
+
+
+# --- OpenAPI
+
+
+@pytest.mark.django_db
+def test_the_schema_documents_post_backtests(anonymous_client):
+    response = anonymous_client.get("/api/v1/schema/", {"format": "json"})
+    assert response.status_code == 200
+    schema = response.json()
+    assert "/api/v1/backtests/" in schema["paths"]
+    post_operation = schema["paths"]["/api/v1/backtests/"]["post"]
+    assert "201" in post_operation["responses"] and "400" in post_operation["responses"]
+    reference = post_operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    request = schema["components"]["schemas"][reference.rsplit("/", 1)[1]]
+    assert {"symbol", "timeframe", "strategy", "params", "model", "initial_cash", "commission", "slippage",
+            "checkpoint_every"} <= set(request["properties"])
+    strategy = request["properties"]["strategy"]
+    enum = strategy["allOf"][0]["$ref"].rsplit("/", 1)[1] if "allOf" in strategy else None
+    choices = schema["components"]["schemas"][enum]["enum"] if enum else strategy["enum"]
+    assert {"sma_cross", "model"} <= set(choices)
