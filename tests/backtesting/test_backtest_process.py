@@ -155,3 +155,26 @@ def test_a_killed_backtest_is_failed_by_the_sweep_and_resumes_to_the_straight_re
     resumed = completed(operation_id)
     assert resumed.result["timings"]["bars_processed"] == BARS - checkpoint.state["bar_index"]
     assert_same_result(resumed, completed(straight))
+
+
+def test_sigterm_to_the_cluster_checkpoints_the_backtest_and_the_resume_gives_the_straight_result(children, folders):
+    cluster = slow_cluster(children)
+    operation_id = backtest()
+    wait_for_bar(operation_id, 30_000)
+    sent = time.monotonic()
+    cluster.signal(signal.SIGTERM)
+    assert cluster.wait(timeout=25) == 0
+    print(f"SIGTERM: cluster exited after {time.monotonic() - sent:.2f}s")
+
+    stopped = Operation.objects.get(pk=operation_id)
+    assert stopped.status == S.CANCELLED
+    assert stopped.error_message == "Graceful shutdown - checkpoint saved"
+    checkpoint = Checkpoint.objects.get(pk=operation_id)
+    assert checkpoint.checkpoint_type == "shutdown" and checkpoint.state["bar_index"] >= 30_000
+
+    slow_cluster(children, workers=2)
+    straight = backtest()
+    operation_resume(operation_id=operation_id, actor="test")
+    resumed = completed(operation_id)
+    assert resumed.result["timings"]["bars_processed"] == BARS - checkpoint.state["bar_index"]
+    assert_same_result(resumed, completed(straight))
