@@ -138,3 +138,14 @@ def children(tmp_path, folders):
     started = Children(tmp_path, folders)
     yield started
     started.stop_all()
+
+
+@pytest.fixture
+def short_intervals(settings):
+    """The reconciliation intervals of the sweep tests: seconds, not minutes."""
+    settings.HEARTBEAT_INTERVAL_SECONDS = 1
+    settings.WORKER_STALE_SECONDS = 3
+    settings.ORPHAN_TIMEOUT_SECONDS = 6
+    settings.REQUEUE_AFTER_SECONDS = 10
+    settings.ORPHAN_CHECK_INTERVAL_SECONDS = 0.01
+    return settings

@@ -70,7 +70,6 @@ def folders(tmp_path, settings, checkpoint_dir) -> dict[str, Path]:
     return found
 
 
-
 def slow_cluster(children: Children, workers: int = 1):
     return children.cluster_with_settings("slow_backtest_settings", SLOW_SETTINGS, workers=workers)
 

@@ -37,6 +37,7 @@ from checkpoints.services import (
 from operations import registry
 from operations.ids import new_operation_id
 from operations.models import Operation, OperationStatus as S
+from tests.support.commits import CommitFailure
 
 ARTIFACTS = {
     "model.pt": b"model weights " * 1000,
@@ -302,41 +303,17 @@ def test_a_database_failure_on_update_removes_the_new_files(running, checkpoint_
     assert checkpoint_get(running.operation_id).version == 2
 
 
-class CommitRefusal:
-    """A deferred PostgreSQL constraint trigger: while in place, every transaction that wrote a
-    checkpoint row fails at COMMIT, the very last step, after the row pointed at the new folder."""
-
-    def refuse(self) -> None:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                """
-                CREATE FUNCTION test_refuse_commit() RETURNS trigger AS $$
-                BEGIN RAISE EXCEPTION 'commit refused for this test'; END;
-                $$ LANGUAGE plpgsql;
-                CREATE CONSTRAINT TRIGGER test_refuse_commit AFTER INSERT OR UPDATE ON checkpoints_checkpoint
-                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_refuse_commit();
-                """
-            )
-
-    def allow(self) -> None:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "DROP TRIGGER IF EXISTS test_refuse_commit ON checkpoints_checkpoint;"
-                " DROP FUNCTION IF EXISTS test_refuse_commit();"
-            )
-
-
 @pytest.fixture
 def commits(transactional_db):
-    refusal = CommitRefusal()
+    refusal = CommitFailure()
     yield refusal
-    refusal.allow()  # a transactional test commits for real: leave no trigger to the next test
+    refusal.disarm()  # a transactional test commits for real: leave no trigger to the next test
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_failing_commit_removes_the_new_files(running_operation_factory, checkpoint_dir, commits):
     operation = running_operation_factory()
-    commits.refuse()
+    commits.arm()
 
     first = save(operation, {"epoch": 1})
 
@@ -345,10 +322,10 @@ def test_a_failing_commit_removes_the_new_files(running_operation_factory, check
     assert not Checkpoint.objects.exists()
     assert all_files(checkpoint_dir) == []
 
-    commits.allow()
+    commits.disarm()
     assert save(operation, {"epoch": 1}).saved is True
     files_before = all_files(checkpoint_dir)
-    commits.refuse()
+    commits.arm()
 
     second = save(operation, {"epoch": 2}, {"model.pt": b"never committed"})
 

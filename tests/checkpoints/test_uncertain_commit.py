@@ -12,7 +12,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, transaction
 
 from checkpoints import services
 from checkpoints.models import Checkpoint
@@ -21,6 +21,7 @@ from checkpoints.services import checkpoint_sweep_orphans
 from operations.models import Operation
 from operations.runtime import context as context_module
 from operations.runtime.context import RunContext
+from tests.support.commits import CommitFailure
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the commits must really happen
 
@@ -65,36 +66,6 @@ def reply_to_commit_lost():
 
     with mock.patch.object(services, "_commit", commit_then_lose_the_reply):
         yield
-
-
-class CommitFailure:
-    """A deferred PostgreSQL constraint trigger: while in place, every transaction that wrote a
-    checkpoint row fails at COMMIT, after the row pointed at the new folder. With SQLSTATE 08006
-    (connection_failure) the driver raises OperationalError, as for a connection lost at COMMIT;
-    with the default P0001 it is a plain refusal."""
-
-    def __init__(self, errcode: str | None = None) -> None:
-        self.errcode = errcode
-
-    def arm(self) -> None:
-        using = f" USING ERRCODE = '{self.errcode}'" if self.errcode else ""
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"""
-                CREATE FUNCTION test_fail_commit() RETURNS trigger AS $$
-                BEGIN RAISE EXCEPTION 'commit failed for this test'{using}; END;
-                $$ LANGUAGE plpgsql;
-                CREATE CONSTRAINT TRIGGER test_fail_commit AFTER INSERT OR UPDATE ON checkpoints_checkpoint
-                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_fail_commit();
-                """
-            )
-
-    def disarm(self) -> None:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "DROP TRIGGER IF EXISTS test_fail_commit ON checkpoints_checkpoint;"
-                " DROP FUNCTION IF EXISTS test_fail_commit();"
-            )
 
 
 @pytest.fixture
@@ -208,7 +179,7 @@ def test_a_commit_refused_by_the_server_removes_the_new_files(running, checkpoin
 
     assert result.saved is False
     assert result.uncertain_folder == ""
-    assert "commit failed for this test" in result.error
+    assert "commit refused for this test" in result.error
     assert save_folders(checkpoint_dir, running) == [earlier]
     commit_refused.disarm()
     loaded = checkpoint_load(running.operation_id)

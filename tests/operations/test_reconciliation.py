@@ -26,15 +26,6 @@ def ago(seconds: float):
     return timezone.now() - timedelta(seconds=seconds)
 
 
-@pytest.fixture
-def short_intervals(settings):
-    settings.HEARTBEAT_INTERVAL_SECONDS = 1
-    settings.WORKER_STALE_SECONDS = 3
-    settings.ORPHAN_TIMEOUT_SECONDS = 6
-    settings.REQUEUE_AFTER_SECONDS = 10
-    return settings
-
-
 class TestStaleRunning:
     def test_stale_heartbeat_becomes_pending_reconciliation(self, running_operation_factory, short_intervals):
         operation = running_operation_factory(last_heartbeat_at=ago(4), worker__last_seen_at=ago(4))

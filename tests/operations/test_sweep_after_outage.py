@@ -32,16 +32,6 @@ def watched_from():
     return ControlLoop.objects.get(pk=1).watching_since
 
 
-@pytest.fixture
-def short_intervals(settings):
-    settings.HEARTBEAT_INTERVAL_SECONDS = 1
-    settings.WORKER_STALE_SECONDS = 3
-    settings.ORPHAN_TIMEOUT_SECONDS = 6
-    settings.REQUEUE_AFTER_SECONDS = 10
-    settings.ORPHAN_CHECK_INTERVAL_SECONDS = 0.01
-    return settings
-
-
 # --- the sweep while the control loop watches afresh
 
 

@@ -6,7 +6,6 @@ import pytest
 from django.core.management import call_command
 
 
-
 @pytest.fixture
 def folders(tmp_path, settings, checkpoint_dir) -> dict[str, Path]:
     """Data, models and checkpoints in the test's own folders, shared with its children."""
@@ -21,4 +20,3 @@ def folders(tmp_path, settings, checkpoint_dir) -> dict[str, Path]:
     settings.WORKER_STATE_DIR = found["WORKER_STATE_DIR"]
     call_command("marketdata", "generate", "--symbol", "SYN", "--timeframe", "1h", "--bars", "3000", "--seed", "5")
     return found
-
