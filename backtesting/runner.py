@@ -119,7 +119,7 @@ class BacktestRunner:
 
     # --- checkpoints: the engine state, after the series since the previous one are appended to the spool
     def _checkpoint_state(self) -> dict[str, Any]:
-        engine_state = self.engine.state.as_dict()  # asdict copies the open trade too
+        engine_state = self.engine.state.as_dict()  # a copy, the open trade included
         last = engine_state["next_bar"] - 1
         return {
             "bar_index": engine_state["next_bar"],

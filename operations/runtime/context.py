@@ -134,7 +134,7 @@ class RunContext:
         self._in_flight.start()
 
     def start_committer(self) -> None:
-        """Start the committer process now (it takes about a second), if checkpoints will use it."""
+        """Start the committer process now (it takes about half a second), if checkpoints will use it."""
         if settings.CHECKPOINT_COMMITTER == "process" and self._committer is None:
             try:
                 self._committer = Committer()
@@ -159,7 +159,7 @@ class RunContext:
                 return
             except CommitterGone as exc:
                 logger.warning("Checkpoint committer of %s unusable, saving in a thread: %s", self.operation_id, exc)
-                self._committer = False
+                self._drop_committer()
         self.save_checkpoint_in_background(checkpoint_type, lambda: (state, {}))
 
     def saving_in_thread(self) -> bool:
@@ -179,8 +179,8 @@ class RunContext:
             try:
                 self._record(self._committer.result())
             except CommitterGone as exc:
-                logger.warning("Checkpoint committer of %s exited: %s", self.operation_id, exc)
-                self._committer = False
+                logger.warning("Checkpoint committer of %s exited, saving in threads: %s", self.operation_id, exc)
+                self._drop_committer()
         else:
             return
         self.checkpoint_seconds += time.monotonic() - started
@@ -190,6 +190,12 @@ class RunContext:
         self.flush_checkpoint()
         if self._committer:
             self._committer.close()
+
+    def _drop_committer(self) -> None:
+        """The child is gone or unusable: reap it; threads save from now on."""
+        if self._committer:
+            self._committer.close()
+        self._committer = False
 
     def _save_in_background(self, checkpoint_type: str, payload) -> None:
         try:
