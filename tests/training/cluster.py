@@ -146,13 +146,14 @@ def save_folders(folders: dict[str, Path], operation_id: str) -> set[str]:
 def wait_until_checkpoint_gone(folders: dict[str, Path], operation_id: str) -> None:
     """Completion deletes the row, then the files: just after COMPLETED they may still be on their way out."""
     def gone() -> bool:
-        return not Checkpoint.objects.filter(pk=operation_id).exists() and not save_folders(folders, operation_id)
+        # The row, then the save folders, then the operation's own (empty) folder: each a moment after the last.
+        return (not Checkpoint.objects.filter(pk=operation_id).exists()
+                and not (folders["CHECKPOINT_DIR"] / operation_id).exists())
 
     try:
         wait_for(gone, timeout=10, interval=0.05, what=f"the checkpoint of {operation_id} to be deleted")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; still there: {sorted(save_folders(folders, operation_id))}") from None
-    assert not (folders["CHECKPOINT_DIR"] / operation_id).exists()
 
 
 def final_weights(operation: Operation, folders: dict[str, Path]) -> dict[str, torch.Tensor]:
