@@ -48,17 +48,15 @@ class EngineState:
     direction: int = FLAT
     pending: int | None = None  # target decided at the close of next_bar - 1, filled at the open of next_bar
     open_trade: dict[str, Any] | None = None
-    trades_closed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """A copy, JSON-ready (at every checkpoint: spelled out, as dataclasses.asdict is slow)."""
         return {"next_bar": self.next_bar, "cash": self.cash, "position": self.position, "direction": self.direction,
-                "pending": self.pending, "open_trade": dict(self.open_trade) if self.open_trade else None,
-                "trades_closed": self.trades_closed}
+                "pending": self.pending, "open_trade": dict(self.open_trade) if self.open_trade else None}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EngineState":
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
 
 @dataclass
@@ -93,7 +91,7 @@ class Engine:
         state = self.state
         closes, targets = self.closes, self.targets
         cash, position, direction, pending = state.cash, state.position, state.direction, state.pending
-        before = (len(self.equity), len(self.fill_log), len(self.trade_log), state.open_trade, state.trades_closed)
+        before = (len(self.equity), len(self.fill_log), len(self.trade_log), state.open_trade)
         record = self.equity.append
         try:
             for t in range(state.next_bar, stop):
@@ -105,7 +103,7 @@ class Engine:
                 if decision != HOLD and decision != direction:
                     pending = decision
         except BaseException:
-            equity, fills, trades, state.open_trade, state.trades_closed = before
+            equity, fills, trades, state.open_trade = before
             del self.equity[equity:], self.fill_log[fills:], self.trade_log[trades:]
             raise
         state.next_bar = max(state.next_bar, stop)
@@ -145,7 +143,6 @@ class Engine:
         self.trade_log.extend((trade["entry_bar"], t, sign, trade["quantity"], trade["entry_price"], price, pnl,
                                trade["entry_commission"] + commission, 1.0 if at_end else 0.0))
         self.state.open_trade = None
-        self.state.trades_closed += 1
 
     @property
     def trades(self) -> list[dict[str, Any]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +39,8 @@ class BacktestRunner:
     def __init__(self, context: RunContext) -> None:
         self.context = context
         p = self.params = context.params
-        if p.get("checkpoints_enabled", True) and p.get("checkpoint_every") != 0:
+        self.policy = policy_for(p, settings.BACKTEST_CHECKPOINT_EVERY_BARS)
+        if self.policy.enabled and (self.policy.every_units > 0 or self.policy.every_seconds is not None):
             context.start_committer()  # its start-up (half a second) overlaps the loading below
         bars = load_bars(p["symbol"], p["timeframe"], start=p.get("start"), end=p.get("end"))
         if len(bars) < 2:
@@ -55,7 +55,6 @@ class BacktestRunner:
             costs=Costs(commission=p["commission"], slippage=p["slippage"]),
             initial_cash=p["initial_cash"],
         )
-        self.policy = policy_for(p, settings.BACKTEST_CHECKPOINT_EVERY_BARS)
         self.engine_seconds_before = 0.0
         self.spool = Spool(context.operation_id, context.attempt)
         if context.resume_from is not None:
@@ -131,8 +130,6 @@ class BacktestRunner:
         }
 
     def checkpoint_payload(self) -> tuple[dict[str, Any], dict[str, bytes]] | None:
-        if not self.policy.enabled:
-            return None  # checkpoints_enabled=false: none at all, a stop checkpoint included
         self.context.flush_checkpoint()
         return self._checkpoint_state(), {}
 
@@ -179,7 +176,3 @@ class BacktestRunner:
 def _iso(moment) -> str:
     return np.datetime_as_string(moment, unit="s") + "Z"
 
-
-def equity_curve(result: dict[str, Any]) -> np.ndarray:
-    """The whole equity curve of a completed backtest."""
-    return np.load(Path(result["equity_curve_path"]))

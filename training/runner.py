@@ -169,9 +169,7 @@ class TrainingRunner:
         }
 
     def checkpoint_payload(self) -> tuple[dict[str, Any], dict[str, bytes]] | None:
-        if not self.policy.enabled or self._snapshot is None:  # checkpoints_enabled=false: none at all
-            return None
-        return self._payload_of(self._snapshot)
+        return None if self._snapshot is None else self._payload_of(self._snapshot)
 
     @staticmethod
     def _payload_of(snapshot: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]:

@@ -45,7 +45,7 @@ class Runner(Protocol):
         `context.raise_if_stopping()` at safe points (between batches or bars)."""
 
     def checkpoint_payload(self) -> tuple[dict[str, Any], dict[str, bytes]] | None:
-        """State and artifacts of the last consistent point (None before the first, or with checkpoints off).
+        """State and artifacts of the last consistent point (None before the first).
 
         A runner may also define `completed()`: its clean-up once the COMPLETED outcome is recorded."""
 

@@ -183,6 +183,8 @@ def _after_completion(runner: Runner, operation_id: str) -> None:
 def _save_payload(context: RunContext, runner, checkpoint_type: str) -> bool:
     if runner is None:  # it failed before it had any state
         return False
+    if not context.params.get("checkpoints_enabled", True):  # the request asked for no checkpoint at all
+        return False
     try:
         payload = runner.checkpoint_payload()
     except Exception:

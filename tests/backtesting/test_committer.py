@@ -129,6 +129,7 @@ def test_a_child_that_dies_is_replaced_by_a_thread_and_the_run_completes(child_c
     straight_id = start_backtest(**REQUEST)
     assert run_operation(straight_id) == "completed"
     report = BacktestRunner._report_progress
+    killed = []
 
     def kill_the_child_at_2000(self):
         report(self)
@@ -136,14 +137,19 @@ def test_a_child_that_dies_is_replaced_by_a_thread_and_the_run_completes(child_c
         if self.engine.state.next_bar >= 2000 and child is not None and child.poll() is None:
             os.kill(child.pid, signal.SIGKILL)
             child.wait()
+            killed.append(self.engine.state.next_bar)
 
     monkeypatch.setattr(BacktestRunner, "_report_progress", kill_the_child_at_2000)
     operation_id = start_backtest(**REQUEST)
 
     assert run_operation(operation_id) == "completed"
 
-    same(result_of(operation_id), result_of(straight_id))
-    assert "saving in a thread" in caplog.text or "committer of" in caplog.text
+    result = result_of(operation_id)
+    same(result, result_of(straight_id))
+    assert killed, "the child was never killed: the test proves nothing"
+    assert "saving in a thread" in caplog.text or "saving in threads" in caplog.text
+    checkpoint_bars = [record.getMessage() for record in caplog.records]
+    assert result["timings"]["periodic_checkpoints"] * 500 > killed[0], checkpoint_bars[-3:]  # went on after it
 
 
 def test_the_child_answers_a_fenced_out_request_without_saving(child_commits, running_operation_factory):

@@ -103,7 +103,7 @@ def test_a_reversal_closes_and_reopens_in_one_fill():
     assert walk.state.position == approx(-short_quantity) and walk.state.direction == SHORT
     assert walk.state.cash == approx(cash)
     assert walk.equity[3] == approx(cash - short_quantity * CLOSES[3])
-    assert walk.state.trades_closed == 1
+    assert len(walk.trades) == 1
 
 
 def test_a_flat_decision_closes_the_position():

@@ -19,7 +19,8 @@ import pytest
 from django.conf import settings
 
 from backtesting import runner as runner_module
-from backtesting.engine import HOLD, Engine
+from backtesting.engine import HOLD, TRADE_FIELDS, Engine
+from backtesting.spool import Spool
 from backtesting.strategies import SmaCross
 from checkpoints.models import Checkpoint
 from checkpoints.resume import operation_resume
@@ -280,12 +281,13 @@ def test_the_checkpoint_state(market, stopper):
     assert state["bar_index"] == 500 and checkpoint.position == {"bar_index": 500}
     assert state["bar_time"] == bars["timestamp"][499].strftime("%Y-%m-%dT%H:%M:%SZ")  # the last bar processed
     assert state["bars"] == BARS
-    assert set(state["engine"]) == {"next_bar", "cash", "position", "direction", "pending", "open_trade",
-                                    "trades_closed"}
+    assert set(state["engine"]) == {"next_bar", "cash", "position", "direction", "pending", "open_trade"}
     assert state["engine"]["next_bar"] == 500 and state["engine"]["open_trade"] is not None
     assert state["engine"]["pending"] == (targets[499] if targets[499] not in (HOLD, state["engine"]["direction"])
                                           else None)
-    assert state["trades_count"] == state["engine"]["trades_closed"] > 10
+    fills, trades = Spool.read(operation_id, state)  # the logs the checkpoint names: closed before bar 500
+    assert state["trades_count"] == len(trades) // len(TRADE_FIELDS) > 10
+    assert state["fills_count"] == len(fills) // 3 and max(fills[0::3]) < 500
     assert state["spool"] == "run-1" and state["engine_seconds"] >= 0
     # Small values only: the series (equity curve, trades) are in the run's spool, not in the row.
     assert all(not isinstance(value, (list, dict)) for key, value in state.items() if key != "engine")
