@@ -12,15 +12,16 @@ committed beside the next chunk).
 
 from __future__ import annotations
 
-import logging
 import os
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
 from django.conf import settings
 
 from backtesting.engine import Costs, Engine, EngineState, equity_from_fills, metrics
+from backtesting.checkpoint import checkpoint_state, iso
 from backtesting.spool import Spool, results_dir
 from backtesting.strategies import get_strategy
 from checkpoints.models import CheckpointType
@@ -28,7 +29,6 @@ from checkpoints.policy import policy_for
 from marketdata.series import TIMEFRAMES, load_bars
 from operations.runtime.context import RunContext
 
-logger = logging.getLogger(__name__)
 
 CHUNK_BARS = 4096  # bars between two checks for cancel and shutdown
 SAVING_CHUNK_BARS = 256  # the same while a checkpoint is being saved beside the loop
@@ -46,7 +46,8 @@ class BacktestRunner:
         if len(bars) < 2:
             raise ValueError(f"too little data to backtest: {len(bars)} bar(s) in the range")
         decisions = get_strategy(p["strategy"])(p["strategy_params"]).decisions(bars)
-        self.times = bars["timestamp"].dt.tz_convert(None).to_numpy()
+        self.times = bars["timestamp"].dt.tz_convert(None).to_numpy().astype("datetime64[ns]")
+        self.times_ns = self.times.view("i8")
         self.engine = Engine(
             opens=bars["open"].astype("float64").tolist(),
             closes=bars["close"].astype("float64").tolist(),
@@ -84,54 +85,59 @@ class BacktestRunner:
                 # a few thousand bars instead of tens of thousands. (A committer process needs none.)
                 chunk = SAVING_CHUNK_BARS
                 time.sleep(0)
-            stop = min(bars, (state.next_bar // chunk + 1) * chunk)
-            if every > 0:
+            stop = min(bars, state.next_bar + chunk)
+            if every > 0:  # and at each multiple of `every`, where a checkpoint is due
                 stop = min(stop, (state.next_bar // every + 1) * every)
             started = time.perf_counter()
             engine.run(stop)
             self.engine_seconds += time.perf_counter() - started
             self._report_progress()
-            # Due, and the previous save done: a loop faster than a save skips a checkpoint rather than wait.
+            # Due, and the saver free: a loop faster than the saves skips a checkpoint rather than wait.
             if state.next_bar < bars and self.policy.due(state.next_bar) and not self.context.saving():
+                self._flush()
+                started = time.perf_counter()
+                appends, spooled = self.spool.appends(engine)
                 try:
-                    checkpoint = self._checkpoint_state()
-                except OSError as exc:  # the spool could not be written (disk full): no checkpoint this time
-                    logger.warning("Checkpoint of %s at bar %d skipped: %s", self.context.operation_id,
-                                   state.next_bar, exc)
-                else:
-                    self.context.commit_in_background(CheckpointType.PERIODIC, checkpoint)
-                    self.periodic_checkpoints += 1
+                    self.context.commit_in_background(CheckpointType.PERIODIC, self._state(spooled), appends)
+                finally:
+                    self.spool.release(appends)
+                self.periodic_checkpoints += 1
                 self.policy.saved(state.next_bar)
+                self.context.checkpoint_seconds += time.perf_counter() - started  # handing it over
         engine.close_at_end()
-        self.context.flush_checkpoint()
+        self._flush()
         return self._finish()
 
-    def _report_progress(self) -> None:
-        state, bars = self.engine.state, self.engine.bars
-        last = state.next_bar - 1
-        pnl = self.engine.equity[-1] - self.engine.initial_cash
-        when = np.datetime_as_string(self.times[last], unit="m").replace("T", " ")
-        self.context.report_progress(
-            current=state.next_bar, total=bars, unit="bars",
-            message=f"bar {state.next_bar}/{bars} {when} PnL {pnl:+,.2f}",
-        )
+    def _flush(self) -> None:
+        """Wait for the save in flight, and take note of what it wrote into the spool."""
+        self.context.flush_checkpoint()
+        saved = self.context.last_save
+        self.spool.confirm(saved.appended if saved else None)
 
-    # --- checkpoints: the engine state, after the series since the previous one are appended to the spool
-    def _checkpoint_state(self) -> dict[str, Any]:
-        engine_state = self.engine.state.as_dict()  # a copy, the open trade included
-        last = engine_state["next_bar"] - 1
-        return {
-            "bar_index": engine_state["next_bar"],
-            "bar_time": _iso(self.times[last]) if last >= 0 else None,
-            "bars": self.engine.bars,
-            "engine": engine_state,
-            "engine_seconds": self.engine_seconds_before + self.engine_seconds,
-            **self.spool.write_new(self.engine),
-        }
+    def _report_progress(self) -> None:
+        """The bar and PnL now; the message is made only when the heartbeat takes it (not at every chunk)."""
+        next_bar = self.engine.state.next_bar
+        pnl = self.engine.equity[-1] - self.engine.initial_cash
+        self.context.report_progress(current=next_bar, total=self.engine.bars, unit="bars",
+                                     message=partial(self._progress_message, next_bar, pnl))
+
+    def _progress_message(self, next_bar: int, pnl: float) -> str:
+        when = np.datetime_as_string(self.times[next_bar - 1], unit="m").replace("T", " ")
+        return f"bar {next_bar}/{self.engine.bars} {when} PnL {pnl:+,.2f}"
+
+    # --- checkpoints: the engine state, and where the spool's logs end (the spool written first)
+    def _state(self, spooled: tuple) -> partial:
+        """The checkpoint's state, as plain values and the function that makes it: the saver calls it,
+        beside the loop (a few microseconds of the loop's time less at each checkpoint)."""
+        state = self.engine.state
+        last = state.next_bar - 1
+        bar_ns = int(self.times_ns[last]) if last >= 0 else None
+        return partial(checkpoint_state, state.values(), self.engine.bars, bar_ns,
+                       self.engine_seconds_before + self.engine_seconds, spooled)
 
     def checkpoint_payload(self) -> tuple[dict[str, Any], dict[str, bytes]] | None:
-        self.context.flush_checkpoint()
-        return self._checkpoint_state(), {}
+        self._flush()
+        return self._state(self.spool.write_new(self.engine))(), {}
 
     # --- the result
     def _finish(self) -> dict[str, Any]:
@@ -150,12 +156,12 @@ class BacktestRunner:
             "strategy": self.params["strategy"],
             "strategy_params": self.params["strategy_params"],
             "bars": engine.bars,
-            "first_bar": _iso(self.times[0]),
-            "last_bar": _iso(self.times[-1]),
+            "first_bar": iso(self.times[0]),
+            "last_bar": iso(self.times[-1]),
             "metrics": metrics(engine, TIMEFRAMES[self.params["timeframe"]], trades),
             "trades": trades,
             "equity_curve_path": str(equity_path),
-            "equity_curve": [[_iso(self.times[i]), float(equity[i])] for i in picked],
+            "equity_curve": [[iso(self.times[i]), float(equity[i])] for i in picked],
             "timings": {
                 "engine_seconds": round(self.engine_seconds_before + self.engine_seconds, 4),
                 "bars_per_second": round(processed / self.engine_seconds) if self.engine_seconds > 0 else None,
@@ -171,8 +177,3 @@ class BacktestRunner:
         """The outcome is recorded: the spools of this run and the earlier ones are no longer needed. (Not
         before: a run that finishes after it was given up on must not remove what its resume reads.)"""
         self.spool.remove_earlier_runs(self.context.operation_id)
-
-
-def _iso(moment) -> str:
-    return np.datetime_as_string(moment, unit="s") + "Z"
-

@@ -8,6 +8,11 @@ A save is crash-safe because the database row is its commit point:
 A SIGKILL at any moment leaves the row pointing at a complete folder; the
 leftovers (a partial new folder, or an old one not yet removed) have no row
 and are removed by the orphan sweep.
+
+A save may also carry appends: bytes a run keeps in files of its own beside
+its checkpoints (a backtest's logs), written at their offsets before step 2,
+so that whoever saves (the run's loop, a thread, a committer process) writes
+them and the loop that made them only copies them.
 """
 
 from __future__ import annotations
@@ -15,13 +20,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -62,6 +69,38 @@ class SaveResult:
     # checkpoint_forget_folder removes whichever it does not point at.
     uncertain_folder: str = ""
     previous_folder: str = ""
+    # The running CRC-32 of each append's file once it was written (None: the appends were not written).
+    appended: dict[str, int] | None = None
+
+
+class Append(NamedTuple):  # a tuple: made at every checkpoint of a fast loop
+    """Bytes to write into `path` at `offset` before the checkpoint commits. `crc` is the CRC-32 of the
+    file's first `offset` bytes; the state records the CRC-32 of its first offset + len(data) bytes under
+    `crc_field`, so that a reader can check the file holds what the checkpoint says."""
+
+    path: str
+    offset: int
+    data: bytes | memoryview
+    crc: int
+    crc_field: str
+
+
+def write_appends(appends: Sequence[Append]) -> dict[str, int]:
+    """Write each append at its offset (not fsynced, like artifacts); return the CRC-32 of each file's
+    prefix so far, by `crc_field`. Writing the same append again writes the same bytes."""
+    crcs = {}
+    for append in appends:
+        descriptor = os.open(append.path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            with memoryview(append.data) as view:
+                data, offset = view.cast("B"), append.offset
+                while data:
+                    written = os.pwrite(descriptor, data, offset)
+                    data, offset = data[written:], offset + written
+                crcs[append.crc_field] = zlib.crc32(view, append.crc)
+        finally:
+            os.close(descriptor)
+    return crcs
 
 
 class _Fenced(Exception):
@@ -75,17 +114,25 @@ def checkpoint_save(
     state: dict[str, Any],
     artifacts: Mapping[str, bytes],
     fence: Fence | None = None,
+    appends: Sequence[Append] = (),
 ) -> SaveResult:
-    """Save the latest checkpoint of an operation; never raises (a failed save is logged and reported)."""
+    """Save the latest checkpoint of an operation; never raises (a failed save is logged and reported).
+
+    `appends` are written first; their CRC-32s go into `state` (which is changed) and into the result.
+    """
     started = time.monotonic()
     storage = checkpoint_storage()
     folder = previous_folder = ""
     committing = False
+    appended = None
     try:
         if not is_operation_id(operation_id):  # it becomes a file path
             raise ValueError(f"{operation_id!r} is not an operation id")
         if checkpoint_type not in CheckpointType.values:
             raise ValueError(f"unknown checkpoint type {checkpoint_type!r}")
+        if appends:
+            appended = write_appends(appends)
+            state.update(appended)
         state_size = len(json.dumps(state, allow_nan=False).encode())
         folder = f"{operation_id}/{timezone.now():%Y%m%dT%H%M%S%f}-{secrets.token_hex(4)}"
         manifest = _write_artifacts(storage, folder, artifacts)
@@ -99,7 +146,8 @@ def checkpoint_save(
             logger.warning("Checkpoint of %s: the commit's outcome is unknown (%s); keeping %s", operation_id, exc,
                            folder)
             return SaveResult(saved=False, error=f"commit outcome unknown: {exc}", uncertain_folder=folder,
-                              previous_folder=previous_folder or "", seconds=time.monotonic() - started)
+                              previous_folder=previous_folder or "", seconds=time.monotonic() - started,
+                              appended=appended)
         if folder:
             try:
                 delete_tree(storage, folder)
@@ -108,14 +156,15 @@ def checkpoint_save(
                 logger.exception("Could not remove the files of a failed save of %s", operation_id)
         reason = "fenced: the operation is no longer this worker's run" if isinstance(exc, _Fenced) else str(exc)
         logger.warning("Checkpoint of %s not saved: %s", operation_id, reason)
-        return SaveResult(saved=False, error=reason or type(exc).__name__, seconds=time.monotonic() - started)
+        return SaveResult(saved=False, error=reason or type(exc).__name__, seconds=time.monotonic() - started,
+                          appended=appended)
     # Committed: the row points at the new folder, so a failure from here on must not remove it.
     if previous_folder and previous_folder != folder:
         try:
             delete_tree(storage, previous_folder)
         except Exception:  # the orphan sweep will remove it
             logger.exception("Could not remove the previous checkpoint folder %s", previous_folder)
-    return SaveResult(saved=True, checkpoint=checkpoint, seconds=time.monotonic() - started)
+    return SaveResult(saved=True, checkpoint=checkpoint, seconds=time.monotonic() - started, appended=appended)
 
 
 def _write_artifacts(storage, folder: str, artifacts: Mapping[str, bytes]) -> list[dict[str, Any]]:

@@ -5,20 +5,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import connection
 
-from checkpoints.services import Fence, LoadedCheckpoint, SaveResult, checkpoint_forget_folder, checkpoint_save
+from checkpoints.services import Append, Fence, LoadedCheckpoint, SaveResult, checkpoint_forget_folder, checkpoint_save
+from operations.runtime import committer as committers
 from operations.runtime.committer import Committer, CommitterGone
 from operations.runtime.shutdown import shutdown_requested
 from operations.services.workers import Progress
 
 
 logger = logging.getLogger(__name__)
+
+
+# The share of the time a background saver may work. A loop that checkpoints faster (a backtest runs
+# 10,000 bars in a couple of milliseconds) skips checkpoints until the saver has rested three times as long
+# as its last save took: its saves then cost the machine, and the database, a bounded share.
+SAVER_DUTY = 0.25
 
 
 class OperationStopped(Exception):
@@ -80,6 +88,8 @@ class RunContext:
         self.last_save: SaveResult | None = None
         self._uncertain_folders: list[str] = []  # saves whose commit's outcome is unknown (connection lost)
         self._committer: Committer | None | bool = None  # False: unusable, save in threads
+        self._commit_in_process = settings.CHECKPOINT_COMMITTER == "process"
+        self._saver_started_at = self._saver_free_at = 0.0
         self._progress_lock = threading.Lock()
         self._progress: Progress | None = None
 
@@ -89,8 +99,11 @@ class RunContext:
 
     # --- progress: kept in memory, written by the heartbeat thread (never per batch)
     def report_progress(
-        self, *, current: int, total: int | None, unit: str, message: str = "", percent: float | None = None
+        self, *, current: int, total: int | None, unit: str, message: str | Callable[[], str] = "",
+        percent: float | None = None,
     ) -> None:
+        """The progress now. `message` may be a function, called only when the progress is taken (a fast
+        loop reports often and should not format a message each time)."""
         if percent is None and total:
             percent = min(100.0, 100.0 * current / total)
         with self._progress_lock:
@@ -98,6 +111,8 @@ class RunContext:
 
     def take_progress(self) -> Progress | None:
         with self._progress_lock:
+            if self._progress is not None and callable(self._progress.message):
+                self._progress = replace(self._progress, message=self._progress.message())
             return self._progress
 
     # --- stopping
@@ -118,7 +133,8 @@ class RunContext:
         return result
 
     def save_checkpoint_in_background(
-        self, checkpoint_type: str, payload: Callable[[], tuple[dict[str, Any], dict[str, bytes]]]
+        self, checkpoint_type: str, payload: Callable[[], tuple[dict[str, Any], dict[str, bytes]]],
+        appends: Sequence[Append] = (),
     ) -> None:
         """Serialise and save a periodic checkpoint beside the run; one save in flight at most.
 
@@ -127,47 +143,63 @@ class RunContext:
         are complete. The previous save is waited for first.
         """
         self.flush_checkpoint()
+        self._saver_started_at = time.monotonic()
         self._in_flight = threading.Thread(
-            target=self._save_in_background, args=(checkpoint_type, payload), name=f"checkpoint-{self.operation_id}",
-            daemon=True,
+            target=self._save_in_background, args=(checkpoint_type, payload, appends),
+            name=f"checkpoint-{self.operation_id}", daemon=True,
         )
         self._in_flight.start()
 
     def start_committer(self) -> None:
         """Start the committer process now (it takes about half a second), if checkpoints will use it."""
-        if settings.CHECKPOINT_COMMITTER == "process" and self._committer is None:
+        if self._commit_in_process and self._committer is None:
             try:
-                self._committer = Committer()
-                self._committer.start()
+                self._committer = committers.acquire()
             except OSError as exc:
                 logger.warning("Checkpoint committer of %s not started, saving in threads: %s", self.operation_id, exc)
                 self._committer = False
 
-    def commit_in_background(self, checkpoint_type: str, state: dict[str, Any]) -> None:
-        """A checkpoint of state alone (no artifacts), committed beside the run; one save in flight at most.
+    def commit_in_background(self, checkpoint_type: str, state: partial,
+                             appends: Sequence[Append] = ()) -> None:
+        """A checkpoint of state and appends (no artifacts), saved beside the run; one save in flight at most.
 
-        With CHECKPOINT_COMMITTER=process (the default) a child process commits
-        it (operations/runtime/committer.py), so the run's loop keeps the GIL;
-        with `thread`, or if the child cannot be used, a thread does.
+        With CHECKPOINT_COMMITTER=process (the default) a child process writes
+        the appends and commits (operations/runtime/committer.py), so the run's
+        loop keeps the GIL; with `thread`, or if the child cannot be used, a
+        thread does. `state` makes the state when the saver calls it: a partial
+        of a module's function with positional arguments. `last_save` is
+        the save's result once flushed (None if it was lost with the child).
+        The appends' data is copied before this returns: it need only be valid
+        during the call.
         """
         self.flush_checkpoint()
-        if settings.CHECKPOINT_COMMITTER == "process" and self._committer is not False:
+        self.last_save = None
+        self._saver_started_at = time.monotonic()
+        if self._commit_in_process and self._committer is not False:
             try:
-                self._committer = self._committer or Committer()
-                self._committer.submit({"operation_id": self.operation_id, "checkpoint_type": checkpoint_type,
-                                        "state": state, "artifacts": {}, "fence": (self.worker_id, self.attempt)})
+                self._committer = self._committer or committers.acquire()
+                self._committer.submit(self.operation_id, checkpoint_type, state, (self.worker_id, self.attempt),
+                                       appends)
                 return
-            except CommitterGone as exc:
+            except (CommitterGone, OSError) as exc:
                 logger.warning("Checkpoint committer of %s unusable, saving in a thread: %s", self.operation_id, exc)
                 self._drop_committer()
-        self.save_checkpoint_in_background(checkpoint_type, lambda: (state, {}))
+        copies = [append._replace(data=bytes(append.data)) for append in appends]
+        self.save_checkpoint_in_background(checkpoint_type, lambda: (state(), {}), copies)
 
     def saving_in_thread(self) -> bool:
         return self._in_flight is not None and self._in_flight.is_alive()
 
     def saving(self) -> bool:
-        """Whether a background save is still in flight (a fast loop may rather skip a checkpoint than wait)."""
-        return self.saving_in_thread() or (bool(self._committer) and not self._committer.ready())
+        """Whether the background saver is busy: a save in flight, or the rest after it (a saver works at
+        most SAVER_DUTY of the time). A fast loop skips a checkpoint then, rather than wait."""
+        if self.saving_in_thread():
+            return True
+        if self._committer and self._committer.pending:
+            if not self._committer.ready():
+                return True
+            self.flush_checkpoint()  # its answer is in: take it, with how long the save took
+        return time.monotonic() < self._saver_free_at
 
     def flush_checkpoint(self) -> None:
         """Wait for the save in flight, if any (before the next save, a stop checkpoint, and the end)."""
@@ -186,38 +218,42 @@ class RunContext:
         self.checkpoint_seconds += time.monotonic() - started
 
     def close(self) -> None:
-        """The run is over: wait for the save in flight, stop the committer."""
+        """The run is over: wait for the save in flight; the committer is kept for the process's next run."""
         self.flush_checkpoint()
         if self._committer:
-            self._committer.close()
+            committers.release(self._committer)
+            self._committer = None
 
     def _drop_committer(self) -> None:
         """The child is gone or unusable: reap it; threads save from now on."""
         if self._committer:
-            self._committer.close()
+            committers.release(self._committer, broken=True)
         self._committer = False
 
-    def _save_in_background(self, checkpoint_type: str, payload) -> None:
+    def _save_in_background(self, checkpoint_type: str, payload, appends: Sequence[Append]) -> None:
         try:
             state, artifacts = payload()
-            self.last_save = self._save(checkpoint_type, state, artifacts)
+            self.last_save = self._save(checkpoint_type, state, artifacts, appends)
         except Exception:  # a checkpoint failure never kills the operation
             logger.exception("Background checkpoint of %s failed", self.operation_id)
         finally:
             connection.close()  # this thread's own connection
 
-    def _save(self, checkpoint_type: str, state: dict[str, Any], artifacts: dict[str, bytes]) -> SaveResult:
+    def _save(self, checkpoint_type: str, state: dict[str, Any], artifacts: dict[str, bytes],
+              appends: Sequence[Append] = ()) -> SaveResult:
         result = checkpoint_save(
             operation_id=self.operation_id,
             checkpoint_type=checkpoint_type,
             state=state,
             artifacts=artifacts,
             fence=self.fence,
+            appends=appends,
         )
         return self._record(result)
 
     def _record(self, result: SaveResult) -> SaveResult:
         self.last_save = result
+        self._saver_free_at = self._saver_started_at + result.seconds / SAVER_DUTY
         if result.uncertain_folder:
             self._uncertain_folders += [f for f in (result.uncertain_folder, result.previous_folder) if f]
         elif result.saved:

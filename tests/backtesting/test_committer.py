@@ -6,8 +6,10 @@ tests commit for real, so that a child process reads and writes the same databas
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+from functools import partial
 
 import numpy as np
 import pytest
@@ -30,6 +32,10 @@ REQUEST = {"strategy": "sma_cross", "params": {"fast": 3, "slow": 8, "allow_shor
 def child_commits(settings, backtest_dirs):
     settings.CHECKPOINT_COMMITTER = "process"
     generate(6000, seed=7)
+    yield
+    for kept in list(committer_module._kept.values()):  # the next test has folders of its own
+        kept.close()
+    committer_module._kept.clear()
 
 
 @pytest.fixture
@@ -74,34 +80,35 @@ def same(first: dict, second: dict) -> None:
     assert np.array_equal(np.load(first["equity_curve_path"]), np.load(second["equity_curve_path"]))
 
 
-def test_periodic_checkpoints_are_committed_by_a_child_that_exits_with_the_run(child_commits, committers, slow_loop,
-                                                                              monkeypatch):
+def test_periodic_checkpoints_are_committed_by_a_child_kept_for_the_next_run(child_commits, committers, slow_loop,
+                                                                            monkeypatch):
     seen = []
     record = BacktestRunner.run
 
     def watching(self):
-        def looked(found):
-            seen.append(found)
-
         original = self.context._record
 
         def recorded(result):
-            looked(result)
+            seen.append(result)
             return original(result)
 
         self.context._record = recorded
         return record(self)
 
     monkeypatch.setattr(BacktestRunner, "run", watching)
-    operation_id = start_backtest(**REQUEST)
+    first, second = start_backtest(**REQUEST), start_backtest(**REQUEST)
 
-    assert run_operation(operation_id) == "completed"
+    assert run_operation(first) == "completed"
+    assert run_operation(second) == "completed"
 
-    result = result_of(operation_id)
-    assert result["timings"]["periodic_checkpoints"] >= 2
-    assert seen and all(found.saved for found in seen)  # answers of the child
-    assert len(committers) == 1
-    assert committers[0].process is None  # closed with the run: its pipe closed, it exited
+    for operation_id in (first, second):
+        assert result_of(operation_id)["timings"]["periodic_checkpoints"] >= 2
+    assert seen and all(found.saved and found.appended for found in seen)  # answers of the child
+    assert len(committers) == 1  # one child, for both runs
+    child = committers[0].process
+    assert child.poll() is None and not committers[0].in_use
+    committer_module.release(committers[0], broken=True)  # as when its worker exits: its pipe closes
+    assert child.poll() == 0
 
 
 def test_a_run_cancelled_and_resumed_with_the_child_equals_a_straight_run(child_commits, slow_loop, monkeypatch):
@@ -156,12 +163,12 @@ def test_the_child_answers_a_fenced_out_request_without_saving(child_commits, ru
     operation = running_operation_factory()
     child = Committer()
     try:
-        child.submit({"operation_id": operation.pk, "checkpoint_type": "periodic", "state": {"bar_index": 1},
-                      "artifacts": {}, "fence": ("someone:else:1", operation.attempt)})
+        child.submit(operation.pk, "periodic", partial(json.loads, '{"bar_index": 1}'),
+                     ("someone:else:1", operation.attempt))
         answer = child.result()
         assert answer.saved is False and "fenced" in answer.error
-        child.submit({"operation_id": operation.pk, "checkpoint_type": "periodic", "state": {"bar_index": 2},
-                      "artifacts": {}, "fence": (operation.worker_id, operation.attempt)})
+        child.submit(operation.pk, "periodic", partial(json.loads, '{"bar_index": 2}'),
+                     (operation.worker_id, operation.attempt))
         assert child.result().saved is True
     finally:
         child.close()

@@ -15,13 +15,16 @@ from django.conf import settings
 
 from backtesting.maintenance import spool_sweep
 from backtesting.engine import HOLD, LONG, Costs, Engine, metrics
+from backtesting.runner import BacktestRunner
 from backtesting.spool import Spool
 from backtesting.strategies import SmaCross
+from checkpoints import services
 from checkpoints.models import Checkpoint
 from checkpoints.resume import operation_resume
 from checkpoints.services import checkpoint_discard
 from marketdata.series import write_series
 from operations.models import Operation, OperationStatus as S
+from operations.runtime import context as context_module
 from operations.runtime.tasks import run_operation
 from tests.backtesting.conftest import generate, start_backtest
 from tests.support.processes import run_operation_in_thread, wait_for
@@ -80,16 +83,17 @@ def test_a_short_backtest_with_a_large_gain_completes(backtest_dirs):
 def test_a_failed_periodic_spool_write_does_not_kill_the_backtest(backtest_dirs, monkeypatch):
     generate(5000, seed=7)
     expected = straight_result()
-    write_new = Spool.write_new
+    write_appends = services.write_appends
     calls = {"n": 0}
 
-    def disk_full_once(self, engine):
+    def disk_full_once(appends):
         calls["n"] += 1
-        if calls["n"] == 2:  # the first periodic checkpoint (the first call starts the spool)
+        if calls["n"] == 1:  # the first periodic checkpoint's appends (the spool's start writes its own)
             raise OSError(errno.ENOSPC, "No space left on device")
-        return write_new(self, engine)
+        return write_appends(appends)
 
-    monkeypatch.setattr(Spool, "write_new", disk_full_once)
+    monkeypatch.setattr(services, "write_appends", disk_full_once)
+    monkeypatch.setattr(context_module, "SAVER_DUTY", 1.0)  # no rest between saves: a checkpoint every 1000 bars
     operation_id = start_backtest(**REQUEST, checkpoint_every=1000)
 
     outcome = run_operation(operation_id)
@@ -98,6 +102,47 @@ def test_a_failed_periodic_spool_write_does_not_kill_the_backtest(backtest_dirs,
     assert calls["n"] >= 2
     assert (outcome, operation.status) == ("completed", S.COMPLETED), operation.error_message
     assert same_result(operation.result, expected)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_entries_a_failed_spool_write_missed_are_written_with_the_next_checkpoint(backtest_dirs, monkeypatch):
+    generate(20000, seed=7)
+    expected = straight_result()
+    write_appends = services.write_appends
+    failed = []
+
+    def disk_full_once(appends):
+        if not failed:
+            failed.append([append.offset for append in appends])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_appends(appends)
+
+    monkeypatch.setattr(services, "write_appends", disk_full_once)
+    monkeypatch.setattr(context_module, "SAVER_DUTY", 1.0)
+    # No cancel checkpoint (the save in flight is waited for, as always): the last periodic one is what a
+    # resume continues from.
+    monkeypatch.setattr(BacktestRunner, "checkpoint_payload", lambda self: self._flush())
+    report = BacktestRunner._report_progress
+
+    def cancel_after_a_saved_checkpoint(self):
+        report(self)
+        if failed and self.context.last_save is not None and self.context.last_save.saved:
+            self.context.cancel_requested.set()
+
+    monkeypatch.setattr(BacktestRunner, "_report_progress", cancel_after_a_saved_checkpoint)
+    operation_id = start_backtest(**REQUEST, checkpoint_every=1000)
+    assert run_operation(operation_id) == "cancelled"
+    monkeypatch.undo()
+
+    state = Checkpoint.objects.get(pk=operation_id).state
+    assert failed and all(offset == 0 for offset in failed[0])  # the first periodic checkpoint's appends failed
+    assert state["bar_index"] > 1000  # a periodic checkpoint after the failed one
+    fills, trades = Spool.read(operation_id, state)  # its CRC-32s match: the missed entries were written with it
+    assert len(fills) == state["fills_count"] * 3 and state["fills_count"] > 0
+
+    operation_resume(operation_id=operation_id, actor="test")
+    assert run_operation(operation_id) == "completed"
+    assert same_result(Operation.objects.get(pk=operation_id).result, expected)
 
 
 # --- 3. an exception inside Engine.run leaves a failure checkpoint that does not match its own state
