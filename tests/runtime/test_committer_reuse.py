@@ -21,13 +21,11 @@ from checkpoints.services import Append, SaveResult
 from operations.models import Operation
 from operations.runtime import committer as committers
 from operations.runtime import context as context_module
-from operations.runtime.committer import Committer
+from operations.runtime.committer import Committer, Mailbox
 from operations.runtime.context import RunContext
 from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-MiB = 1 << 20
 
 
 def close_kept() -> None:
@@ -135,13 +133,14 @@ def test_appends_larger_than_the_mailbox_arrive_intact(started, running_operatio
     fills, trades = tmp_path / "fills.f64", tmp_path / "trades.f64"
     first = os.urandom(1000)
     numbers = array("d")
-    numbers.frombytes(os.urandom(2 * MiB))  # a log as the spool sends it: a view of a float64 array
-    trades_data = os.urandom(MiB + MiB // 2)
-    last = os.urandom(5 * MiB)
+    first_size = Mailbox.GROWTH
+    numbers.frombytes(os.urandom(2 * first_size))  # a log as the spool sends it: a view of a float64 array
+    trades_data = os.urandom(first_size + first_size // 2)
+    last = os.urandom(5 * first_size)
     committer = committers.acquire()
 
     small = save_through(committer, operation, 1, [Append(str(fills), 0, first, 0, "fills_crc32")])
-    assert committer.mailbox.size == MiB  # the first request fits its first megabyte
+    assert committer.mailbox.size == first_size  # the first request fits its first size
     big = save_through(committer, operation, 2, [
         Append(str(fills), len(first), memoryview(numbers), zlib.crc32(first), "fills_crc32"),
         Append(str(trades), 0, trades_data, 0, "trades_crc32"),
@@ -152,7 +151,7 @@ def test_appends_larger_than_the_mailbox_arrive_intact(started, running_operatio
     ])
 
     assert small.saved and big.saved and bigger.saved
-    assert grown == 3.5 * MiB and committer.mailbox.size == 2 * grown  # grown to fit, then doubled
+    assert grown == 3.5 * first_size and committer.mailbox.size == 2 * grown  # grown to fit, then doubled
     assert fills.read_bytes() == first + numbers.tobytes() + last
     assert trades.read_bytes() == trades_data
     assert big.appended["trades_crc32"] == zlib.crc32(trades_data)
