@@ -75,7 +75,7 @@ class Mailbox:
         self.mapping = mmap.mmap(self.descriptor, size)
         self.mapping.write(bytes(size))  # its pages allocated now, not at a checkpoint
 
-    def put(self, appends: Sequence[Append]) -> list[dict[str, Any]]:
+    def put(self, appends: Sequence[Append]) -> list[tuple]:
         """Copy the appends' bytes in; return them as the child finds them (path, offset, crc, crc_field,
         where they are in the mailbox, length)."""
         lengths = [memoryview(append.data).nbytes for append in appends]
@@ -206,6 +206,9 @@ def serve(mailbox: int) -> None:
         started = time.monotonic()
         try:
             state = getattr(importlib.import_module(module), function)(*arguments)
+        except Exception as exc:  # the run's own state function: its error is the run's, this child goes on
+            result = SaveResult(saved=False, error=f"the checkpoint state could not be made: {exc!r}")
+        else:
             result = checkpoint_save(
                 operation_id=operation_id, checkpoint_type=checkpoint_type, state=state, artifacts={},
                 fence=Fence(*fence), appends=[Append(path, offset, view, crc, crc_field)
@@ -271,7 +274,8 @@ def _wait_polling(stream: BinaryIO) -> None:
     """Wait for the next request. A process blocked on the pipe must be woken by the writer, which costs
     the writer's loop tens of microseconds (and may put this process on the loop's CPU); so, shortly
     after a request, the pipe is looked at every half millisecond instead, and only then waited on,
-    without a database connection (an idle committer holds none)."""
+    without a database connection (an idle committer holds none). The pipe's file is what is looked at:
+    nothing waits in the reader's buffer, as one request is in flight at a time."""
     from django.db import connections
 
     until = time.monotonic() + POLL_FOR_SECONDS

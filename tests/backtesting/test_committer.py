@@ -175,6 +175,22 @@ def test_the_child_answers_a_fenced_out_request_without_saving(child_commits, ru
     assert Checkpoint.objects.get(pk=operation.pk).state == {"bar_index": 2}
 
 
+def test_a_state_that_cannot_be_made_is_answered_unsaved_and_the_child_goes_on(child_commits,
+                                                                             running_operation_factory):
+    operation = running_operation_factory()
+    child = Committer()
+    fence = (operation.worker_id, operation.attempt)
+    try:
+        child.submit(operation.pk, "periodic", partial(json.loads, "not json"), fence)
+        answer = child.result()
+        assert answer.saved is False and "could not be made" in answer.error and answer.appended is None
+        child.submit(operation.pk, "periodic", partial(json.loads, '{"bar_index": 3}'), fence)
+        assert child.result().saved is True
+    finally:
+        child.close()
+    assert Checkpoint.objects.get(pk=operation.pk).state == {"bar_index": 3}
+
+
 def test_the_child_uses_the_database_of_the_process_that_starts_it(child_commits):
     from django.db import connection
 
