@@ -203,6 +203,7 @@ def serve(mailbox: int) -> None:
                 shared.close()
             shared = mmap.mmap(mailbox, size, access=mmap.ACCESS_READ)
         views = [memoryview(shared)[at:at + length] for _, _, _, _, at, length in placed]
+        _connect(connections["default"])  # a save's time, which sets the saver's rest, is not a reconnection's
         started = time.monotonic()
         try:
             state = getattr(importlib.import_module(module), function)(*arguments)
@@ -221,6 +222,13 @@ def serve(mailbox: int) -> None:
             connections.close_all()  # the database may be away: the next request connects afresh
         _send(answers, (result.saved, result.error, time.monotonic() - started, result.uncertain_folder,
                         result.previous_folder, result.appended))
+
+
+def _connect(connection) -> None:
+    try:
+        connection.ensure_connection()
+    except Exception:  # the database is away: the save reports it
+        pass
 
 
 def _yield_to_the_run() -> None:

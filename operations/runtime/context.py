@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 # The share of the time a background saver may work. A loop that checkpoints faster (a backtest runs
 # 10,000 bars in a couple of milliseconds) skips checkpoints until the saver has rested three times as long
-# as its last save took: its saves then cost the machine, and the database, a bounded share.
+# as its last save took: its saves then take a quarter of a core and of the database at most, and a crash
+# loses no more than four saves' time of work.
 SAVER_DUTY = 0.25
 
 
