@@ -25,6 +25,11 @@ def add_series_arguments(parser) -> None:
     parser.add_argument("--end", help="Last date (YYYY-MM-DD).")
 
 
+def given_options(options: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The request fields a command's options give (those not left out), for the start service."""
+    return {name: options[name] for name in names if options[name] is not None}
+
+
 def add_follow_arguments(parser) -> None:
     parser.add_argument("--follow", action="store_true", help="Show progress until it ends; Ctrl+C cancels.")
     parser.add_argument("--json", action="store_true", help="Print the operation's API body.")

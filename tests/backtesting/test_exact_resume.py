@@ -27,9 +27,8 @@ from checkpoints.resume import operation_resume
 from marketdata.series import load_bars
 from operations.models import Operation, OperationStatus as S
 from operations.runtime.tasks import run_operation
-from operations.services.lifecycle import operation_cancel
 from tests.backtesting.conftest import Stopper, generate, start_backtest
-from tests.support.processes import run_operation_in_thread, wait_for
+from tests.support.processes import run_and_cancel_at
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -202,11 +201,7 @@ def test_a_cancel_requested_through_the_service_resumes_to_the_straight_result(s
     monkeypatch.setattr(runner_module, "CHUNK_BARS", 50)
     operation_id = start_backtest(**REQUEST)
 
-    thread, outcome = run_operation_in_thread(operation_id)
-    wait_for(lambda: Operation.objects.get(pk=operation_id).progress_current >= 1000, timeout=30, what="bar 1000")
-    operation_cancel(operation_id=operation_id, actor="test")
-    thread.join(timeout=30)
-    assert outcome == ["cancelled"]
+    assert run_and_cancel_at(operation_id, 1000) == "cancelled"
     checkpoint = Checkpoint.objects.get(pk=operation_id)
     bar = checkpoint.state["bar_index"]
     assert checkpoint.checkpoint_type == "cancellation" and 1000 <= bar < BARS and bar % 50 == 0

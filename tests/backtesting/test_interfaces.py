@@ -15,6 +15,7 @@ from checkpoints.models import Checkpoint
 from operations.ids import new_operation_id
 from operations.models import Operation, OperationEvent, OperationStatus as S
 from operations.runtime.tasks import run_operation
+from tests.support.commands import assert_refused_by_name
 from tests.backtesting.conftest import generate, start_backtest
 from tests.conftest import queued_operation_ids
 from tests.factories import OperationFactory
@@ -330,11 +331,7 @@ BAD_OPTIONS = [
 @pytest.mark.django_db
 @pytest.mark.parametrize(("options", "named"), BAD_OPTIONS, ids=[" ".join(o) for o, _ in BAD_OPTIONS])
 def test_backtest_refuses_bad_options_by_name(market, options, named):
-    with pytest.raises(CommandError) as refused:
-        backtest("--symbol", "SYN", "--timeframe", "1h", *options)
-    message = str(refused.value)
-    assert message.startswith(f"{named}: "), message
-    assert "ErrorDetail" not in message and "{" not in message, message  # readable, not a repr
+    assert_refused_by_name(lambda: backtest("--symbol", "SYN", "--timeframe", "1h", *options), named)
     assert_nothing_created()
 
 

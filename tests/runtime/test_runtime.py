@@ -10,10 +10,10 @@ from checkpoints.models import Checkpoint
 from checkpoints.resume import operation_resume
 from operations.models import Operation, OperationStatus as S, Worker
 from operations.runtime.tasks import current_worker_id, run_operation
-from operations.services.lifecycle import operation_cancel, operation_create
+from operations.services.lifecycle import operation_create
 from tests.conftest import queued_operation_ids, replaced_executor
 from tests.runtime.counting import straight_total
-from tests.support.processes import run_operation_in_thread, wait_for
+from tests.support.processes import run_and_cancel_at, run_operation_in_thread, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -66,11 +66,7 @@ def test_progress_is_coalesced_into_heartbeats(counting):
 
 def test_cancel_saves_checkpoint_and_resume_gives_the_same_result(counting):
     operation_id = create(steps=60, step_seconds=0.01, checkpoint_every=5)
-    thread, outcome = run_operation_in_thread(operation_id)
-    wait_for(lambda: Operation.objects.get(pk=operation_id).progress_current >= 10, timeout=10, what="progress")
-    operation_cancel(operation_id=operation_id, actor="user:test")
-    thread.join(timeout=10)
-    assert outcome == ["cancelled"]
+    assert run_and_cancel_at(operation_id, 10, timeout=10) == "cancelled"
     operation = Operation.objects.get(pk=operation_id)
     assert operation.status == S.CANCELLED
     checkpoint = Checkpoint.objects.get(pk=operation_id)

@@ -77,6 +77,20 @@ class ManagedProcess:
         self.log.close()
 
 
+def run_and_cancel_at(operation_id: str, current: int, *, timeout: float = 30) -> str:
+    """Run the operation in a thread, cancel it through the service once its progress reaches `current`
+    (as a user would), and return the run's outcome."""
+    from operations.models import Operation
+    from operations.services.lifecycle import operation_cancel
+
+    thread, outcome = run_operation_in_thread(operation_id)
+    wait_for(lambda: Operation.objects.get(pk=operation_id).progress_current >= current, timeout=timeout,
+             what=f"progress {current}")
+    operation_cancel(operation_id=operation_id, actor="test")
+    thread.join(timeout=timeout)
+    return outcome[0] if outcome else "still running"
+
+
 def run_operation_in_thread(operation_id: str) -> tuple[threading.Thread, list[str]]:
     """The runtime task in a thread of its own (a worker beside the test); its outcome lands in the list."""
     from operations.runtime.tasks import run_operation

@@ -15,6 +15,7 @@ from marketdata.series import generate_bars, write_series
 from operations.models import Operation, OperationEvent, OperationStatus as S
 from operations.services.lifecycle import operation_claim, operation_finish
 from operations.services.workers import CurrentOperation, Progress, worker_heartbeat
+from tests.support.commands import assert_refused_by_name
 from tests.conftest import queued_operation_ids
 from tests.factories import WorkerFactory
 from tests.support.processes import wait_for
@@ -214,11 +215,7 @@ BAD_OPTIONS = [
 @pytest.mark.django_db
 @pytest.mark.parametrize(("options", "named"), BAD_OPTIONS, ids=[" ".join(o) for o, _ in BAD_OPTIONS])
 def test_train_refuses_bad_options_by_name(market, options, named):
-    with pytest.raises(CommandError) as refused:
-        train("--symbol", "SYN", "--timeframe", "1h", *options)
-    message = str(refused.value)
-    assert message.startswith(f"{named}: "), message
-    assert "ErrorDetail" not in message and "{" not in message, message  # readable, not a repr
+    assert_refused_by_name(lambda: train("--symbol", "SYN", "--timeframe", "1h", *options), named)
     assert_nothing_created()
 
 

@@ -11,8 +11,8 @@ from checkpoints.resume import operation_resume
 from marketdata.series import generate_bars, write_series
 from operations.models import Operation, OperationStatus as S
 from operations.runtime.tasks import run_operation
-from operations.services.lifecycle import operation_cancel, operation_create
-from tests.support.processes import run_operation_in_thread, wait_for
+from operations.services.lifecycle import operation_create
+from tests.support.processes import run_and_cancel_at
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -109,11 +109,7 @@ def test_cancel_mid_run_resumes_to_identical_weights(market):
     assert run_operation(straight) == "completed"
 
     interrupted = train(epochs=12, batch_size=16)
-    thread, outcome = run_operation_in_thread(interrupted)
-    wait_for(lambda: Operation.objects.get(pk=interrupted).progress_current >= 4, timeout=60, what="epoch 4")
-    operation_cancel(operation_id=interrupted, actor="test")
-    thread.join(timeout=60)
-    assert outcome == ["cancelled"]
+    assert run_and_cancel_at(interrupted, 4, timeout=60) == "cancelled"
     checkpoint = Checkpoint.objects.get(pk=interrupted)
     assert checkpoint.checkpoint_type == "cancellation" and 4 <= checkpoint.state["epoch"] < 12
 

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backtesting.services import backtest_start
 from backtesting.strategies import STRATEGIES
-from operations.management.starting import add_follow_arguments, add_series_arguments, start_operation
+from operations.management.starting import add_follow_arguments, add_series_arguments, given_options, start_operation
 
 OPTION_NAMES = {
     "params": "--param",
@@ -41,12 +41,8 @@ class Command(BaseCommand):
         add_follow_arguments(parser)
 
     def handle(self, *args, **options: Any) -> None:
-        data = {
-            key: options[key]
-            for key in ("symbol", "timeframe", "start", "end", "strategy", "model", "initial_cash", "commission",
-                        "slippage", "checkpoint_every")
-            if options[key] is not None
-        }
+        data = given_options(options, ("symbol", "timeframe", "start", "end", "strategy", "model", "initial_cash",
+                                       "commission", "slippage", "checkpoint_every"))
         if options["param"]:
             data["params"] = dict(parse_param(text) for text in options["param"])
         start_operation(self, lambda: backtest_start(data=data, actor="cli"), label="Backtest", options=options,

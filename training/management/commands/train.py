@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from operations.management.starting import add_follow_arguments, add_series_arguments, start_operation
+from operations.management.starting import add_follow_arguments, add_series_arguments, given_options, start_operation
 from training.services import training_start
 
 OPTION_NAMES = {
@@ -31,12 +31,8 @@ class Command(BaseCommand):
         add_follow_arguments(parser)
 
     def handle(self, *args, **options: Any) -> None:
-        data = {
-            key: options[key]
-            for key in ("symbol", "timeframe", "start", "end", "epochs", "batch_size", "learning_rate", "seed",
-                        "checkpoint_every")
-            if options[key] is not None
-        }
+        data = given_options(options, ("symbol", "timeframe", "start", "end", "epochs", "batch_size", "learning_rate",
+                                       "seed", "checkpoint_every"))
         if options["hidden_sizes"] is not None:
             data["hidden_sizes"] = [size.strip() for size in options["hidden_sizes"].split(",")]
         start_operation(self, lambda: training_start(data=data, actor="cli"), label="Training", options=options,
