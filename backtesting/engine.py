@@ -48,11 +48,13 @@ class EngineState:
     direction: int = FLAT
     pending: int | None = None  # target decided at the close of next_bar - 1, filled at the open of next_bar
     open_trade: dict[str, Any] | None = None
+    closed_at_end: bool = False  # the last fill closed the position at the last close (close_at_end)
 
     def values(self) -> tuple:
         """Its fields at once, cheaply (at every checkpoint of a fast loop). The engine replaces
         open_trade, never changes it, so the tuple stays a snapshot as the walk goes on."""
-        return self.next_bar, self.cash, self.position, self.direction, self.pending, self.open_trade
+        return (self.next_bar, self.cash, self.position, self.direction, self.pending, self.open_trade,
+                self.closed_at_end)
 
     @classmethod
     def dict_of(cls, values: tuple) -> dict[str, Any]:
@@ -113,8 +115,10 @@ class Engine:
                 if decision != HOLD and decision != direction:
                     pending = decision
         except BaseException:
-            equity, fills, trades, state.open_trade = before
-            del self.equity[equity:], self.fill_log[fills:], self.trade_log[trades:]
+            *lengths, state.open_trade = before
+            for log, length in zip((self.equity, self.fill_log, self.trade_log), lengths):
+                if len(log) > length:  # a log a view pins refuses even an empty cut (and cannot have grown)
+                    del log[length:]
             raise
         state.next_bar = max(state.next_bar, stop)
         state.cash, state.position, state.direction, state.pending = cash, position, direction, pending
@@ -191,15 +195,55 @@ class Engine:
         state = self.state
         if state.direction == FLAT or state.next_bar < self.bars:
             return
+        state.cash, state.position, state.direction = self._close_at_end(state.cash, state.position)
+        state.pending, state.closed_at_end = None, True
+        self.equity[-1] = state.cash
+
+    def _close_at_end(self, cash: float, position: float) -> tuple[float, float, int]:
         costs = self.costs
         last = self.bars - 1
-        price = self.closes[last] * (1.0 - costs.slippage if state.position > 0 else 1.0 + costs.slippage)
-        commission = abs(state.position) * price * costs.commission
-        state.cash += state.position * price - commission
+        price = self.closes[last] * (1.0 - costs.slippage if position > 0 else 1.0 + costs.slippage)
+        commission = abs(position) * price * costs.commission
+        cash += position * price - commission
         self._close_trade(self.bars, price, commission, at_end=True)
-        state.position, state.direction, state.pending = 0.0, FLAT, None
-        self.equity[-1] = state.cash
-        self.fill_log.extend((last, state.cash, 0.0))
+        self.fill_log.extend((last, cash, 0.0))
+        return cash, 0.0, FLAT
+
+    def replay(self, fills: array) -> None:
+        """Rebuild the fill and trade logs, and the open trade, from the fills a checkpoint names, by
+        filling again (each fill's target is the decision of the bar before it): the same arithmetic,
+        so the same trades, bit for bit. A checkpoint need not carry the trades, only the fills; and each
+        fill's recorded cash and position are checked on the way.
+
+        Call it with `state` already taken from the checkpoint (its open trade and `closed_at_end`).
+        """
+        state = self.state
+        expected_open_trade = state.open_trade
+        self.fill_log, self.trade_log = array("d"), array("d")
+        cash, position, direction = self.initial_cash, 0.0, FLAT
+        width = len(FILL_FIELDS)
+        count, recorded = len(fills) // width, fills.tolist()
+        for index in range(count):
+            bar, recorded_cash, recorded_position = recorded[index * width:(index + 1) * width]
+            t = int(bar) if math.isfinite(bar) and bar.is_integer() else -1
+            if not 0 < t < self.bars:
+                raise ValueError(f"fill {index + 1} of {count} is at bar {bar:g}, outside the series")
+            if index == count - 1 and state.closed_at_end:
+                if t != self.bars - 1 or direction == FLAT:
+                    raise ValueError(f"fill {index + 1} of {count} (bar {t}) is not the close at the end the "
+                                     "checkpoint says: " + ("nothing is held then" if t == self.bars - 1 else
+                                                            f"the last bar is {self.bars - 1}"))
+                cash, position, direction = self._close_at_end(cash, position)
+            else:
+                cash, position, direction = self._fill(t, self.targets[t - 1], cash, position, direction)
+            if cash != recorded_cash or position != recorded_position:
+                raise ValueError(f"fill {index + 1} of {count} (bar {t}) does not replay: recorded cash "
+                                 f"{recorded_cash!r} and position {recorded_position!r}, replayed {cash!r} and "
+                                 f"{position!r} (the data or the strategy's decisions differ from the run's)")
+        if (cash, position, direction, state.open_trade) != (state.cash, state.position, state.direction,
+                                                              expected_open_trade):
+            raise ValueError("the fills do not replay to the checkpoint's cash, position and open trade (the data "
+                             "or the strategy's decisions differ from the run's)")
 
 
 def equity_from_fills(closes: np.ndarray, fill_log: array, bars: int, initial_cash: float) -> array:

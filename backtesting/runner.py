@@ -2,11 +2,12 @@
 
 On start (and on resume) the bars are loaded and the strategy's decisions
 computed over the whole range; a resumed run then takes the engine's state
-from its checkpoint and the series so far from the spool the checkpoint
-names, and continues at the next bar without processing earlier bars again.
+from its checkpoint and the fills so far from the spool the checkpoint names
+(the trades and the equity curve rebuilt from them), and continues at the
+next bar without processing earlier bars again.
 The loop runs in chunks: between two chunks it reports progress, checks for
 cancel and shutdown, and saves a periodic checkpoint when due (in the
-background: the engine state is copied, the spool written and the row
+background: the engine state is copied, the new fills written and the row
 committed beside the next chunk).
 """
 
@@ -60,8 +61,8 @@ class BacktestRunner:
         self.spool = Spool(context.operation_id, context.attempt)
         if context.resume_from is not None:
             state = context.resume_from.state
-            self.engine.fill_log, self.engine.trade_log = Spool.read(context.operation_id, state)
             self.engine.state = EngineState.from_dict(state["engine"])
+            self.engine.replay(Spool.read(context.operation_id, state))  # the trades, from the fills
             self.engine.equity = equity_from_fills(bars["close"].to_numpy(dtype="float64"), self.engine.fill_log,
                                                    self.engine.state.next_bar, p["initial_cash"])
             self.engine_seconds_before = state.get("engine_seconds", 0.0)
@@ -86,13 +87,13 @@ class BacktestRunner:
                 chunk = SAVING_CHUNK_BARS
                 time.sleep(0)
             stop = min(bars, state.next_bar + chunk)
-            if every > 0:  # and at each multiple of `every`, where a checkpoint is due
+            if every > 0 and not self.context.saving():  # a checkpoint could be taken at the next multiple
                 stop = min(stop, (state.next_bar // every + 1) * every)
             started = time.perf_counter()
             engine.run(stop)
             self.engine_seconds += time.perf_counter() - started
             self._report_progress()
-            # Due, and the saver free: a loop faster than the saves skips a checkpoint rather than wait.
+            # Due, and the saver free (and rested): a loop faster than the saves skips a checkpoint rather than wait.
             if state.next_bar < bars and self.policy.due(state.next_bar) and not self.context.saving():
                 self._flush()
                 started = time.perf_counter()
@@ -103,7 +104,7 @@ class BacktestRunner:
                     self.spool.release(appends)
                 self.periodic_checkpoints += 1
                 self.policy.saved(state.next_bar)
-                self.context.checkpoint_seconds += time.perf_counter() - started  # handing it over
+                self.context.handed_over(time.perf_counter() - started)
         engine.close_at_end()
         self._flush()
         return self._finish()
@@ -125,7 +126,7 @@ class BacktestRunner:
         when = np.datetime_as_string(self.times[next_bar - 1], unit="m").replace("T", " ")
         return f"bar {next_bar}/{self.engine.bars} {when} PnL {pnl:+,.2f}"
 
-    # --- checkpoints: the engine state, and where the spool's logs end (the spool written first)
+    # --- checkpoints: the engine state, and where the spool's fills end (the spool written first)
     def _state(self, spooled: tuple) -> partial:
         """The checkpoint's state, as plain values and the function that makes it: the saver calls it,
         beside the loop (a few microseconds of the loop's time less at each checkpoint)."""

@@ -118,8 +118,10 @@ class Committer:
         calls (a partial), and the appends through the shared memory."""
         try:
             self.start()
-            _send(self.process.stdin, (operation_id, checkpoint_type, state.func.__module__, state.func.__qualname__,
-                                       state.args, fence, self.mailbox.put(appends), self.mailbox.size))
+            # Plain values only (an enum member, such as a CheckpointType, is pickled by reference: slowly).
+            _send(self.process.stdin, (operation_id, str(checkpoint_type), state.func.__module__,
+                                       state.func.__qualname__, state.args, fence, self.mailbox.put(appends),
+                                       self.mailbox.size))
         except (BrokenPipeError, OSError) as exc:
             raise CommitterGone(str(exc)) from None
         self.pending = True

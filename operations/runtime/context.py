@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 # as its last save took: its saves then take a quarter of a core and of the database at most, and a crash
 # loses no more than four saves' time of work.
 SAVER_DUTY = 0.25
+# The share of its own time a loop may spend on periodic checkpoints (handing them over, taking the saver's
+# answers). Each costs a fast loop some tens of microseconds, mostly memory its loop had pushed out of the
+# caches; after one that cost t, the next is not taken before t / LOOP_SHARE.
+LOOP_SHARE = 0.01
 
 
 class OperationStopped(Exception):
@@ -90,7 +94,8 @@ class RunContext:
         self._uncertain_folders: list[str] = []  # saves whose commit's outcome is unknown (connection lost)
         self._committer: Committer | None | bool = None  # False: unusable, save in threads
         self._commit_in_process = settings.CHECKPOINT_COMMITTER == "process"
-        self._saver_started_at = self._saver_free_at = 0.0
+        self._saver_started_at = self._saver_free_at = self._loop_free_at = 0.0
+        self._spent_before_last_handover = 0.0  # checkpoint_seconds when the last periodic checkpoint was handed over
         self._progress_lock = threading.Lock()
         self._progress: Progress | None = None
 
@@ -193,14 +198,23 @@ class RunContext:
 
     def saving(self) -> bool:
         """Whether the background saver is busy: a save in flight, or the rest after it (a saver works at
-        most SAVER_DUTY of the time). A fast loop skips a checkpoint then, rather than wait."""
+        most SAVER_DUTY of the time, a loop spends at most LOOP_SHARE of its own on checkpoints). A fast loop
+        skips a checkpoint then, rather than wait."""
         if self.saving_in_thread():
             return True
         if self._committer and self._committer.pending:
             if not self._committer.ready():
                 return True
             self.flush_checkpoint()  # its answer is in: take it, with how long the save took
-        return time.monotonic() < self._saver_free_at
+        return time.monotonic() < max(self._saver_free_at, self._loop_free_at)
+
+    def handed_over(self, seconds: float) -> None:
+        """A periodic checkpoint was handed to the saver in `seconds` of the loop's time: the loop's share
+        (LOOP_SHARE) counts that, and what it spent on checkpoints since the previous one (the answer)."""
+        self.checkpoint_seconds += seconds
+        spent = self.checkpoint_seconds - self._spent_before_last_handover
+        self._spent_before_last_handover = self.checkpoint_seconds
+        self._loop_free_at = time.monotonic() + spent / LOOP_SHARE
 
     def flush_checkpoint(self) -> None:
         """Wait for the save in flight, if any (before the next save, a stop checkpoint, and the end)."""

@@ -58,8 +58,11 @@ def slow_loop(monkeypatch):
     """A loop slower than a commit (the real one is far faster), so that periodic checkpoints are taken."""
     import time
 
-    from backtesting import engine
+    from backtesting import engine, runner
+    from operations.runtime import context
 
+    monkeypatch.setattr(runner, "CHUNK_BARS", 500)  # a chunk per checkpoint due
+    monkeypatch.setattr(context, "LOOP_SHARE", 1.0)  # the loop's rest after a checkpoint: as long as it took
     run = engine.Engine.run
 
     def slowly(self, stop):

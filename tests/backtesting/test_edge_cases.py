@@ -24,7 +24,6 @@ from checkpoints.resume import operation_resume
 from checkpoints.services import checkpoint_discard
 from marketdata.series import write_series
 from operations.models import Operation, OperationStatus as S
-from operations.runtime import context as context_module
 from operations.runtime.tasks import run_operation
 from tests.backtesting.conftest import generate, start_backtest
 from tests.support.processes import run_operation_in_thread, wait_for
@@ -80,7 +79,7 @@ def test_a_short_backtest_with_a_large_gain_completes(backtest_dirs):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_failed_periodic_spool_write_does_not_kill_the_backtest(backtest_dirs, monkeypatch):
+def test_a_failed_periodic_spool_write_does_not_kill_the_backtest(backtest_dirs, no_rest, monkeypatch):
     generate(5000, seed=7)
     expected = straight_result()
     write_appends = services.write_appends
@@ -93,7 +92,6 @@ def test_a_failed_periodic_spool_write_does_not_kill_the_backtest(backtest_dirs,
         return write_appends(appends)
 
     monkeypatch.setattr(services, "write_appends", disk_full_once)
-    monkeypatch.setattr(context_module, "SAVER_DUTY", 1.0)  # no rest between saves: a checkpoint every 1000 bars
     operation_id = start_backtest(**REQUEST, checkpoint_every=1000)
 
     outcome = run_operation(operation_id)
@@ -105,7 +103,8 @@ def test_a_failed_periodic_spool_write_does_not_kill_the_backtest(backtest_dirs,
 
 
 @pytest.mark.django_db(transaction=True)
-def test_entries_a_failed_spool_write_missed_are_written_with_the_next_checkpoint(backtest_dirs, monkeypatch):
+def test_entries_a_failed_spool_write_missed_are_written_with_the_next_checkpoint(backtest_dirs, no_rest,
+                                                                                 monkeypatch):
     generate(20000, seed=7)
     expected = straight_result()
     write_appends = services.write_appends
@@ -118,7 +117,6 @@ def test_entries_a_failed_spool_write_missed_are_written_with_the_next_checkpoin
         return write_appends(appends)
 
     monkeypatch.setattr(services, "write_appends", disk_full_once)
-    monkeypatch.setattr(context_module, "SAVER_DUTY", 1.0)
     # No cancel checkpoint (the save in flight is waited for, as always): the last periodic one is what a
     # resume continues from.
     monkeypatch.setattr(BacktestRunner, "checkpoint_payload", lambda self: self._flush())
@@ -137,7 +135,7 @@ def test_entries_a_failed_spool_write_missed_are_written_with_the_next_checkpoin
     state = Checkpoint.objects.get(pk=operation_id).state
     assert failed and all(offset == 0 for offset in failed[0])  # the first periodic checkpoint's appends failed
     assert state["bar_index"] > 1000  # a periodic checkpoint after the failed one
-    fills, trades = Spool.read(operation_id, state)  # its CRC-32s match: the missed entries were written with it
+    fills = Spool.read(operation_id, state)  # its CRC-32 matches: the missed fills were written with it
     assert len(fills) == state["fills_count"] * 3 and state["fills_count"] > 0
 
     operation_resume(operation_id=operation_id, actor="test")
