@@ -27,8 +27,9 @@ import numpy as np
 
 LONG, FLAT, SHORT = 1, 0, -1
 HOLD = 2  # no decision at this bar: keep what is held
-# A closed trade in the trade log: these numbers, one float64 each (a flat array costs nothing to copy
-# or to write beside the loop; the trades as dictionaries are made once, for the result).
+# A fill in the fill log, and a closed trade in the trade log: these numbers, one float64 each (a flat array
+# costs nothing to copy or to write beside the loop; the trades as dictionaries are made once, for the result).
+# A checkpoint keeps the fills only: the trades are made again from them (Engine.replay).
 FILL_FIELDS = ("bar", "cash", "position")  # after each fill: what the equity of the following bars is made of
 TRADE_FIELDS = ("entry_bar", "exit_bar", "side", "quantity", "entry_price", "exit_price", "pnl", "commission",
                 "closed_at_end")
