@@ -29,9 +29,10 @@ logger = logging.getLogger(__name__)
 # loses no more than four saves' time of work.
 SAVER_DUTY = 0.25
 # The share of its own time a loop may spend on periodic checkpoints (handing them over, taking the saver's
-# answers). Each costs a fast loop some tens of microseconds, mostly memory its loop had pushed out of the
-# caches; after one that cost t, the next is not taken before t / LOOP_SHARE.
-LOOP_SHARE = 0.01
+# answers). Each costs a fast loop a tenth of a millisecond or so, mostly memory its loop had pushed out of the
+# caches; after one that cost t, the next is not taken before t / LOOP_SHARE. (The saves themselves slow the
+# loop about as much again, from the other core: checkpoints add about twice this share in all.)
+LOOP_SHARE = 0.005
 
 
 class OperationStopped(Exception):
