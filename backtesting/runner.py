@@ -87,7 +87,7 @@ class BacktestRunner:
                 chunk = SAVING_CHUNK_BARS
                 time.sleep(0)
             stop = min(bars, state.next_bar + chunk)
-            if every > 0 and not self.context.saving():  # a checkpoint could be taken at the next multiple
+            if every > 0 and not self.context.resting():  # a checkpoint may be taken at the next multiple
                 stop = min(stop, (state.next_bar // every + 1) * every)
             started = time.perf_counter()
             engine.run(stop)

@@ -207,6 +207,11 @@ class RunContext:
             if not self._committer.ready():
                 return True
             self.flush_checkpoint()  # its answer is in: take it, with how long the save took
+        return self.resting()
+
+    def resting(self) -> bool:
+        """Whether the saver or the loop is still resting after the last periodic checkpoint (a save in flight
+        aside): a loop need not stop at a bar where one is due until then."""
         return time.monotonic() < max(self._saver_free_at, self._loop_free_at)
 
     def handed_over(self, seconds: float) -> None:

@@ -62,7 +62,8 @@ def slow_loop(monkeypatch):
     from operations.runtime import context
 
     monkeypatch.setattr(runner, "CHUNK_BARS", 500)  # a chunk per checkpoint due
-    monkeypatch.setattr(context, "LOOP_SHARE", 1.0)  # the loop's rest after a checkpoint: as long as it took
+    monkeypatch.setattr(context, "LOOP_SHARE", 1.0)  # the rests after a checkpoint: as long as it took
+    monkeypatch.setattr(context, "SAVER_DUTY", 1.0)
     run = engine.Engine.run
 
     def slowly(self, stop):
