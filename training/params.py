@@ -5,6 +5,32 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from marketdata.params import SeriesRangeSerializer
+from training.features import FeatureSpec
+
+
+def _windows(minimum: int, default: tuple[int, ...]) -> serializers.ListField:
+    return serializers.ListField(child=serializers.IntegerField(min_value=minimum, max_value=10_000), min_length=1,
+                                 max_length=8, default=list(default))
+
+
+class FeatureWindowsSerializer(serializers.Serializer):
+    """The windows (in bars) of the features the model sees (training/features.py); the defaults are FeatureSpec's."""
+
+    return_windows = _windows(1, FeatureSpec.return_windows)
+    sma_windows = _windows(2, FeatureSpec.sma_windows)
+    rsi_window = serializers.IntegerField(min_value=2, max_value=10_000, default=FeatureSpec.rsi_window)
+    volatility_windows = _windows(2, FeatureSpec.volatility_windows)
+    volume_window = serializers.IntegerField(min_value=2, max_value=10_000, default=FeatureSpec.volume_window)
+
+    def validate(self, data):
+        for name in ("return_windows", "sma_windows", "volatility_windows"):
+            if len(set(data[name])) != len(data[name]):
+                raise serializers.ValidationError({name: "Each window once."})
+        return data
+
+
+DEFAULT_FEATURES = {name: list(value) if isinstance(value, tuple) else value
+                    for name, value in FeatureSpec().as_dict().items() if name in FeatureWindowsSerializer().fields}
 
 
 class TrainingParamsSerializer(SeriesRangeSerializer):
@@ -25,3 +51,9 @@ class TrainingParamsSerializer(SeriesRangeSerializer):
         help_text="Seconds between periodic checkpoints; default CHECKPOINT_TIME_INTERVAL_SECONDS.",
     )
     checkpoints_enabled = serializers.BooleanField(default=True, help_text="False: no checkpoint at all.")
+    features = FeatureWindowsSerializer(required=False, help_text="Feature windows, in bars; default the usual ones.")
+
+    def to_params(self) -> dict:
+        params = super().to_params()
+        params["features"] = dict(params.get("features") or DEFAULT_FEATURES)
+        return params

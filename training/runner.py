@@ -51,7 +51,7 @@ class TrainingRunner:
         self.context = context
         p = self.params = context.params
         bars = load_bars(p["symbol"], p["timeframe"], start=p.get("start"), end=p.get("end"))
-        spec = FeatureSpec()
+        spec = FeatureSpec.from_dict(p.get("features") or {})  # the usual windows for a request made without them
         features, target = raw_features(bars, spec), labels(bars)
         usable = features.notna().all(axis=1) & target.notna()
         features, target = features[usable], target[usable]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,3 +128,20 @@ def test_background_saves_are_flushed_before_the_outcome(market, checkpoint_dir)
     assert operation.result["timings"]["checkpoint_seconds"] >= 0
     assert not Checkpoint.objects.filter(pk=operation_id).exists()
     assert not (checkpoint_dir / operation_id).exists()
+
+
+def test_the_feature_windows_asked_for_are_what_the_model_sees(market):
+    windows = {"return_windows": [1, 3], "sma_windows": [5, 50, 200], "rsi_window": 7, "volatility_windows": [20],
+               "volume_window": 5}
+    operation_id = train(epochs=2, features=windows)
+
+    assert run_operation(operation_id) == "completed"
+
+    result = Operation.objects.get(pk=operation_id).result
+    saved = json.loads(Path(result["feature_spec_path"]).read_text())
+    assert {name: saved["feature_spec"][name] for name in windows} == windows
+    assert saved["inputs"] == 2 + 3 + 1 + 1 + 1  # returns, SMA ratios, RSI, volatility, volume
+    default = train(epochs=2)  # a request made before the windows could be chosen: the usual ones
+    assert run_operation(default) == "completed"
+    spec = json.loads(Path(Operation.objects.get(pk=default).result["feature_spec_path"]).read_text())["feature_spec"]
+    assert (spec["sma_windows"], spec["rsi_window"]) == ([10, 30], 14)
