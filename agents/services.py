@@ -1,0 +1,28 @@
+"""The assessments the designer learns from, and recording a session's assessment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from agents.design import Assessed, Verdict, configuration_key
+from agents.models import Assessment
+from operations.models import Operation
+
+
+def earlier_assessments() -> list[Assessed]:
+    """Every assessment so far, as the designer takes them (oldest first: the order does not change a proposal)."""
+    return [Assessed(configuration=row["configuration"], score=row["score"])
+            for row in Assessment.objects.order_by("created_at").values("configuration", "score")]
+
+
+def assessment_record(*, session: Operation, configuration: Mapping[str, Any], metrics: Mapping[str, Any],
+                      verdict: Verdict) -> Assessment:
+    """The session's assessment; recording it again (a resumed session that had recorded it) changes nothing."""
+    assessment, _ = Assessment.objects.get_or_create(
+        session=session,
+        defaults={"configuration": dict(configuration), "configuration_key": configuration_key(configuration),
+                  "metrics": dict(metrics), "verdict": verdict.verdict, "score": verdict.score,
+                  "reasons": list(verdict.reasons)},
+    )
+    return assessment
