@@ -4,3 +4,9 @@ from django.apps import AppConfig
 class AgentsConfig(AppConfig):
     name = "agents"
     verbose_name = "Agent research"
+
+    def ready(self) -> None:
+        from operations import registry
+
+        # Run by the control loop, never enqueued (backend-local): the runtime's task in a thread of `supervise`.
+        registry.register_executor("agent_research", runner="agents.session.SessionRunner")

@@ -26,3 +26,20 @@ def assessment_record(*, session: Operation, configuration: Mapping[str, Any], m
                   "reasons": list(verdict.reasons)},
     )
     return assessment
+
+
+def session_start(*, data: dict, actor: str, owner=None) -> Operation:
+    """Validate a session request and record the session, PENDING: the control loop (`supervise`) runs it.
+
+    Raises rest_framework's ValidationError naming the field (the API's 400, the command's error).
+    """
+    from agents.params import SessionParamsSerializer
+    from marketdata.params import require_series
+    from operations.services.lifecycle import operation_create
+
+    request = SessionParamsSerializer(data=data)
+    request.is_valid(raise_exception=True)
+    params = request.to_params()
+    require_series(params)
+    return operation_create(operation_type="agent_research", params=params, actor=actor, owner=owner,
+                            is_backend_local=True)

@@ -6,7 +6,7 @@ from operations.models import Operation
 from operations.services.lifecycle import operation_create
 
 
-def backtest_start(*, data: dict, actor: str, owner=None) -> Operation:
+def backtest_start(*, data: dict, actor: str, owner=None, parent: Operation | None = None) -> Operation:
     """Validate a backtest request, check its market data (and model) exist, and enqueue a new operation.
 
     Raises rest_framework's ValidationError naming the field (the API's 400, the command's error).
@@ -15,4 +15,4 @@ def backtest_start(*, data: dict, actor: str, owner=None) -> Operation:
     request.is_valid(raise_exception=True)
     params = request.to_params()
     require_series(params)
-    return operation_create(operation_type="backtesting", params=params, actor=actor, owner=owner)
+    return operation_create(operation_type="backtesting", params=params, actor=actor, owner=owner, parent=parent)

@@ -1,4 +1,5 @@
-"""The control loop: startup reconciliation, then the orphan sweep on its interval."""
+"""The control loop: startup reconciliation, then the orphan sweep on its interval, and the backend-local
+operations (agent sessions), each run by the runtime's task in a thread of this process."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections, connection
 
 from operations import registry
+from operations.models import QUEUED_STATUSES, Operation
+from operations.runtime.shutdown import shutdown_requested
+from operations.runtime.tasks import run_operation
 from operations.services.reconciliation import control_loop_regained_database, reconcile_startup, sweep_orphans
 
 logger = logging.getLogger("operations.supervise")
@@ -43,6 +47,7 @@ class Command(BaseCommand):
             found = self.run_pass()
             if not found:
                 self.stopping.wait(self.sleep_seconds())
+        self.stop_sessions()
         self.stdout.write("Control loop stopped.")
 
     def prepare(self) -> None:
@@ -53,6 +58,7 @@ class Command(BaseCommand):
         self.reconciled = False
         self.failed_passes = 0  # in a row
         self.blind = False  # the database was unreachable: watch afresh once it is back
+        self.sessions: dict[str, threading.Thread] = {}  # backend-local operations this process runs
 
     def request_stop(self, signum, frame) -> None:
         logger.info("Received %s: stopping", signal.Signals(signum).name)
@@ -65,7 +71,7 @@ class Command(BaseCommand):
                 control_loop_regained_database()
                 self.stdout.write("Database reachable again: watching heartbeats afresh.")
             self.blind = False
-            found = self.reconcile_once() | self.sweep_if_due() | self.maintenance_if_due()
+            found = self.reconcile_once() | self.sweep_if_due() | self.maintenance_if_due() | self.run_sessions()
         except DatabaseError as exc:
             # Keep the loop alive and try again. If the database itself was unreachable, the workers
             # could not heartbeat either: their silence is not held against them once it is back.
@@ -114,8 +120,49 @@ class Command(BaseCommand):
                 self.stdout.write(f"{task.name.capitalize()}: {outcome}")
         return False
 
+    def run_sessions(self) -> bool:
+        """Start a thread for each backend-local operation waiting to run (PENDING, or RESUMING after a resume);
+        the runtime's task claims it, so a second control loop starting the same one is harmless."""
+        if not self.reconciled:  # sessions left RUNNING by a previous process are failed first
+            return False
+        for operation_id, thread in list(self.sessions.items()):
+            if not thread.is_alive():
+                del self.sessions[operation_id]
+        waiting = list(
+            Operation.objects.filter(is_backend_local=True, status__in=QUEUED_STATUSES)
+            .exclude(pk__in=list(self.sessions)).order_by("created_at").values_list("pk", flat=True)
+        )
+        for operation_id in waiting:
+            thread = threading.Thread(target=_run_backend_local, args=(operation_id,), name=f"session-{operation_id}",
+                                      daemon=True)
+            self.sessions[operation_id] = thread
+            thread.start()
+        return False
+
+    def stop_sessions(self) -> None:
+        """Stopping: the sessions save a shutdown checkpoint and end CANCELLED, within SHUTDOWN_TIMEOUT_SECONDS."""
+        running = [thread for thread in self.sessions.values() if thread.is_alive()]
+        if not running:
+            return
+        shutdown_requested.set()
+        deadline = time.monotonic() + settings.SHUTDOWN_TIMEOUT_SECONDS
+        for thread in running:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        left = [thread.name for thread in running if thread.is_alive()]
+        if left:
+            logger.warning("Sessions still running at the end of the shutdown budget: %s", left)
+
     def sleep_seconds(self) -> float:
         return max(0.05, min(1.0, self.next_sweep_at - time.monotonic()))
+
+
+def _run_backend_local(operation_id: str) -> None:
+    try:
+        run_operation(operation_id)
+    except Exception:  # the task records its own outcome; this thread must not take the loop down
+        logger.exception("Backend-local operation %s ended with an error", operation_id)
+    finally:
+        connection.close()
 
 
 def database_answers() -> bool:
