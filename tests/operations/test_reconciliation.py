@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 
 from checkpoints.services import checkpoint_save
+from operations import registry
 from operations.models import ControlLoop, Operation, OperationStatus as S, Worker, WorkerStatus
 from operations.services.reconciliation import (
     BACKEND_RESTART_WITH_CHECKPOINT,
@@ -124,7 +125,8 @@ class TestRequeue:
         recent.refresh_from_db()
         assert recent.events.count() == 0
 
-    def test_type_without_executor_is_left_waiting(self, operation_factory, short_intervals):
+    def test_type_without_executor_is_left_waiting(self, operation_factory, short_intervals, monkeypatch):
+        monkeypatch.delitem(registry._executors, "agent_research")  # an app that registered none
         operation = operation_factory(operation_type="agent_research", status=S.PENDING, queued_at=ago(60))
         assert sweep_orphans().requeued == []
         assert queued_operation_ids() == []
