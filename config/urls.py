@@ -9,6 +9,7 @@ api_v1 = [
     path("", include("checkpoints.urls")),
     path("", include("training.urls")),
     path("", include("backtesting.urls")),
+    path("", include("agents.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -164,17 +164,29 @@ class OperationSerializer(serializers.ModelSerializer):
         return CheckpointSummarySerializer(checkpoint.summary()).data if checkpoint else None
 
 
+class ChildOperationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Operation
+        fields = ["operation_id", "operation_type", "status", "progress_percent"]
+        read_only_fields = fields
+
+
 class OperationDetailSerializer(OperationSerializer):
     recent_events = serializers.SerializerMethodField()
+    children = serializers.SerializerMethodField(help_text="The operations it started (an agent session's).")
 
     class Meta(OperationSerializer.Meta):
-        fields = OperationSerializer.Meta.fields + ["recent_events"]
+        fields = OperationSerializer.Meta.fields + ["recent_events", "children"]
         read_only_fields = fields
 
     @extend_schema_field(OperationEventSerializer(many=True))
     def get_recent_events(self, operation: Operation) -> list[dict[str, Any]]:
         events = operation.events.all()[:RECENT_EVENTS]
         return OperationEventSerializer(events, many=True).data
+
+    @extend_schema_field(ChildOperationSerializer(many=True))
+    def get_children(self, operation: Operation) -> list[dict[str, Any]]:
+        return ChildOperationSerializer(operation.children.order_by("created_at"), many=True).data
 
 
 class OperationFilterSerializer(serializers.Serializer):

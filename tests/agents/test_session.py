@@ -13,6 +13,7 @@ from checkpoints.models import Checkpoint
 from checkpoints.resume import operation_resume
 from marketdata.series import generate_bars, write_series
 from operations import registry
+from operations.api.serializers import OperationDetailSerializer
 from operations.models import Operation, OperationEvent, OperationStatus as S
 from operations.runtime.tasks import run_operation
 from operations.services.lifecycle import operation_cancel
@@ -71,6 +72,10 @@ def test_a_session_designs_trains_backtests_and_assesses(research):
     assert session.result["verdict"] == assessment.verdict in ("accepted", "rejected")
     assert assessment.metrics == backtest.result["metrics"] and len(assessment.reasons) == 4
     assert not Checkpoint.objects.filter(pk=session.pk).exists()  # deleted on completion
+    body = OperationDetailSerializer(session).data  # what the API and `operations status` show of it
+    assert [(child["operation_id"], child["status"]) for child in body["children"]] == [
+        (training.pk, S.COMPLETED), (backtest.pk, S.COMPLETED)]
+    assert body["result"]["verdict"] == assessment.verdict and body["result"]["reasons"] == assessment.reasons
 
     second = session_start(data={"symbol": "SYN", "timeframe": "1h", "seed": 3}, actor="test")
     assert run_operation(second.pk) == "completed"
@@ -93,6 +98,7 @@ def test_a_cancelled_session_cancels_its_child_and_its_resume_resumes_the_child(
     assert session.status == S.CANCELLED
     state = Checkpoint.objects.get(pk=session.pk).state
     assert state["phase"] == "TRAINING" and state["configuration"]
+    assert OperationDetailSerializer(session).data["checkpoint"]["state_summary"] == {"phase": "TRAINING"}
     training = children_of(session.pk)["training"][0]
     assert state["children"] == {"training": training.pk}
     wait_for(lambda: Operation.objects.get(pk=training.pk).status == S.CANCELLED, timeout=60,

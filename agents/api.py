@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agents.models import Assessment
+from agents.params import SessionParamsSerializer
+from agents.services import session_start
+from operations.api.serializers import OperationDetailSerializer
+from operations.api.views import ERRORS, user_actor
+
+
+class SessionCreateView(APIView):
+    @extend_schema(request=SessionParamsSerializer, responses={201: OperationDetailSerializer, **ERRORS})
+    def post(self, request: Request) -> Response:
+        operation = session_start(data=request.data, actor=user_actor(request), owner=request.user)
+        return Response(OperationDetailSerializer(operation).data, status=status.HTTP_201_CREATED)
+
+
+class AssessmentSerializer(serializers.ModelSerializer):
+    session_id = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Assessment
+        fields = ["session_id", "configuration", "verdict", "score", "reasons", "metrics", "created_at"]
+
+
+class AssessmentListView(generics.ListAPIView):
+    """The sessions' assessments, newest first (a user sees those of their own sessions; staff, all)."""
+
+    serializer_class = AssessmentSerializer
+
+    def get_queryset(self):
+        assessments = Assessment.objects.order_by("-created_at")
+        if not self.request.user.is_staff:
+            assessments = assessments.filter(session__owner=self.request.user)
+        return assessments

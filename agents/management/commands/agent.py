@@ -1,0 +1,29 @@
+"""`manage.py agent start`: start a research session (the control loop runs it); with --follow, watch it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from agents.services import session_start
+from operations.management.starting import add_follow_arguments, given_options, start_operation
+
+
+class Command(BaseCommand):
+    help = ("Start an agent research session: it designs a configuration, trains a model, backtests it and "
+            "assesses it. `supervise` runs it.")
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        actions = parser.add_subparsers(dest="action", required=True, metavar="start")
+        start = actions.add_parser("start", help=self.help, description=self.help)
+        start.add_argument("--symbol", help="The series to research; default the only one there is.")
+        start.add_argument("--timeframe", help="Its timeframe; default the only one there is.")
+        start.add_argument("--start", help="First date (YYYY-MM-DD).")
+        start.add_argument("--end", help="Last date (YYYY-MM-DD).")
+        start.add_argument("--seed", help="The designer's seed, default 0.")
+        add_follow_arguments(start)
+
+    def handle(self, *args, **options: Any) -> None:
+        data = given_options(options, ("symbol", "timeframe", "start", "end", "seed"))
+        start_operation(self, lambda: session_start(data=data, actor="cli"), label="Session", options=options)
