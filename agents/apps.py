@@ -6,7 +6,9 @@ class AgentsConfig(AppConfig):
     verbose_name = "Agent research"
 
     def ready(self) -> None:
+        from agents.panels import session_panel
         from operations import registry
 
         # Run by the control loop, never enqueued (backend-local): the runtime's task in a thread of `supervise`.
         registry.register_executor("agent_research", runner="agents.session.SessionRunner")
+        registry.register_detail_panel("agent_research", session_panel)

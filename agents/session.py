@@ -21,6 +21,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from django.db import transaction
+
 from agents.design import SearchSpaceExhausted, Thresholds, assess, propose
 from agents.services import assessment_record, earlier_assessments
 from checkpoints.models import Checkpoint, CheckpointType
@@ -67,12 +69,17 @@ class SessionRunner:
                 return outcome
 
     def _design(self) -> None:
-        try:
-            configuration = propose(self.params["seed"], earlier_assessments(), taken=self._taken())
-        except SearchSpaceExhausted as exc:
-            raise ValueError(str(exc)) from None
-        self.state["configuration"] = configuration
-        self._advance("TRAINING")
+        """Propose, and save the proposal as this session's, while the other running sessions wait: the next one
+        to design sees it taken. (SQLite takes its one write lock at the transaction's start.)"""
+        with transaction.atomic():
+            list(Operation.objects.select_for_update().filter(operation_type="agent_research", status=S.RUNNING)
+                 .order_by("pk").values_list("pk", flat=True))
+            try:
+                configuration = propose(self.params["seed"], earlier_assessments(), taken=self._taken())
+            except SearchSpaceExhausted as exc:
+                raise ValueError(str(exc)) from None
+            self.state["configuration"] = configuration
+            self._advance("TRAINING")
 
     def _train(self) -> None:
         configuration = self.state["configuration"]

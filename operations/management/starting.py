@@ -17,10 +17,12 @@ from operations.management.follow import follow, summary_line
 from operations.models import Operation
 
 
-def add_series_arguments(parser) -> None:
-    """The options every command that starts a run over a market data series takes first."""
-    parser.add_argument("--symbol", required=True)
-    parser.add_argument("--timeframe", required=True)
+def add_series_arguments(parser, *, required: bool = True) -> None:
+    """The options every command that starts a run over a market data series takes first (not `required`: the
+    only series there is, by default)."""
+    default = None if required else "Default: the only series there is."
+    parser.add_argument("--symbol", required=required, help=default)
+    parser.add_argument("--timeframe", required=required, help=default)
     parser.add_argument("--start", help="First date (YYYY-MM-DD).")
     parser.add_argument("--end", help="Last date (YYYY-MM-DD).")
 

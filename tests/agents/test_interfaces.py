@@ -144,3 +144,28 @@ def test_the_admin_lists_assessments_and_shows_one(operation_factory, admin_clie
     assert listing.status_code == 200 and session.pk in listing.content.decode()
     assert page.status_code == 200
     assert "passed: total return +25.0% &gt; buy-and-hold +10.0%" in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_session_admin_page_shows_its_phase_children_and_assessment(operation_factory, admin_client):
+    from django.contrib.admin.utils import quote
+    from django.urls import reverse
+
+    from checkpoints.services import checkpoint_save
+
+    session = operation_factory(operation_type="agent_research", is_backend_local=True)
+    configuration = propose(seed=0, assessed=[])
+    child = operation_factory(operation_type="training", parent=session)
+    assert checkpoint_save(operation_id=session.pk, checkpoint_type="periodic", artifacts={},
+                           state={"phase": "TRAINING", "configuration": configuration,
+                                  "children": {"training": child.pk}}).saved
+    url = reverse("admin:operations_operation_change", args=[quote(session.pk)])
+
+    running = admin_client.get(url).content.decode()
+
+    assert "Research session: TRAINING" in running
+    assert reverse("admin:operations_operation_change", args=[quote(child.pk)]) in running
+    assert f"<th>epochs</th><td>{configuration['epochs']}</td>" in running
+    assessment_record(session=session, configuration=configuration, metrics=METRICS, verdict=assess(METRICS))
+    done = admin_client.get(url).content.decode()
+    assert "Assessment: accepted" in done and "passed: 40 trades ≥ 10" in done

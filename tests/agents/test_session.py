@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
+from django.db import connection
 
 from agents import session as session_module
 from agents.models import Assessment
@@ -134,3 +138,62 @@ def test_a_child_that_fails_fails_the_session_with_its_message(research, monkeyp
     assert session.error_message.startswith(f"ChildFailed: the training child {training.pk} ended FAILED: ")
     assert "the GPU caught fire" in session.error_message
     assert Checkpoint.objects.get(pk=session.pk).state["phase"] == "TRAINING"
+
+
+def test_agent_start_follow_shows_the_phases_until_the_session_ends(research, monkeypatch):
+    from training import runner as training_runner
+
+    train = training_runner.TrainingRunner.run
+
+    def slowly(self):  # long enough for the follow to see the session wait on its training child
+        time.sleep(1.5)
+        return train(self)
+
+    monkeypatch.setattr(training_runner.TrainingRunner, "run", slowly)
+
+    def control_loop() -> None:  # what supervise does: run the session once it is recorded
+        try:
+            wait_for(lambda: Operation.objects.filter(operation_type="agent_research").exists(), timeout=30,
+                     interval=0.01, what="the session")
+            run_operation(Operation.objects.get(operation_type="agent_research").pk)
+        finally:
+            connection.close()
+
+    loop = threading.Thread(target=control_loop)
+    loop.start()
+    out = StringIO()
+
+    call_command("agent", "start", "--seed", "2", "--follow", stdout=out)
+
+    loop.join(timeout=60)
+    session = Operation.objects.get(operation_type="agent_research")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == f"Session {session.pk}" and lines[-1] == f"{session.pk} COMPLETED"
+    assert any(line.startswith("RUNNING ") and "TRAINING: training child" in line for line in lines), lines
+
+
+def test_sessions_designing_at_the_same_time_never_take_the_same_configuration(research, monkeypatch):
+    from agents.design import configuration_key
+
+    proposed = session_module.propose
+
+    def slowly(*args, **kwargs):  # a wide window between reading what is taken and saving the proposal
+        configuration = proposed(*args, **kwargs)
+        time.sleep(0.2)
+        return configuration
+
+    def stop_after_designing(self):
+        raise RuntimeError("designed")
+
+    monkeypatch.setattr(session_module, "propose", slowly)
+    monkeypatch.setattr(session_module.SessionRunner, "_train", stop_after_designing)
+    sessions = [session_start(data={"symbol": "SYN", "timeframe": "1h", "seed": 7}, actor="test").pk
+                for _ in range(4)]
+
+    runs = [run_operation_in_thread(session) for session in sessions]
+    for thread, _ in runs:
+        thread.join(timeout=60)
+
+    assert [outcome for _, outcome in runs] == [["failed"]] * 4
+    configurations = [Checkpoint.objects.get(pk=session).state["configuration"] for session in sessions]
+    assert len({configuration_key(configuration) for configuration in configurations}) == 4

@@ -109,22 +109,26 @@ def stopper(monkeypatch) -> Stopper:
     return stopper
 
 
-@pytest.fixture
-def no_rest(monkeypatch) -> None:
+def without_rest(monkeypatch, *, chunk_bars: int, seconds_per_chunk: float) -> None:
     """Periodic checkpoints taken whenever due and the saver is free: no rest for the saver (SAVER_DUTY) nor
-    for the loop (LOOP_SHARE) after one, and a loop slower than a save (chunks of 250 bars, 5 ms each; the
-    real loop runs 10,000 bars in under 2 ms, faster than a first save connects to the database). Tests of
-    what each checkpoint does need several in a short run."""
+    for the loop (LOOP_SHARE) after one, and a loop slower than a save (the real loop runs 10,000 bars in
+    under 2 ms, faster than a first save connects to the database)."""
     from backtesting import engine, runner
     from operations.runtime import context
 
     monkeypatch.setattr(context, "SAVER_DUTY", 1.0)
     monkeypatch.setattr(context, "LOOP_SHARE", 1.0)
-    monkeypatch.setattr(runner, "CHUNK_BARS", 250)
+    monkeypatch.setattr(runner, "CHUNK_BARS", chunk_bars)
     run = engine.Engine.run
 
     def slowly(self, stop):
-        time.sleep(0.005)
+        time.sleep(seconds_per_chunk)
         run(self, stop)
 
     monkeypatch.setattr(engine.Engine, "run", slowly)
+
+
+@pytest.fixture
+def no_rest(monkeypatch) -> None:
+    """Tests of what each checkpoint does need several in a short run: chunks of 250 bars, 5 ms each."""
+    without_rest(monkeypatch, chunk_bars=250, seconds_per_chunk=0.005)

@@ -21,7 +21,7 @@ from operations.models import Operation, OperationStatus as S
 from operations.runtime import committer as committer_module
 from operations.runtime.committer import Committer
 from operations.runtime.tasks import run_operation
-from tests.backtesting.conftest import generate, start_backtest
+from tests.backtesting.conftest import generate, start_backtest, without_rest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,22 +55,9 @@ def committers(monkeypatch) -> list[Committer]:
 
 @pytest.fixture
 def slow_loop(monkeypatch):
-    """A loop slower than a commit (the real one is far faster), so that periodic checkpoints are taken."""
-    import time
-
-    from backtesting import engine, runner
-    from operations.runtime import context
-
-    monkeypatch.setattr(runner, "CHUNK_BARS", 500)  # a chunk per checkpoint due
-    monkeypatch.setattr(context, "LOOP_SHARE", 1.0)  # the rests after a checkpoint: as long as it took
-    monkeypatch.setattr(context, "SAVER_DUTY", 1.0)
-    run = engine.Engine.run
-
-    def slowly(self, stop):
-        time.sleep(0.08)
-        run(self, stop)
-
-    monkeypatch.setattr(engine.Engine, "run", slowly)
+    """A loop slower than a commit (the real one is far faster), so that periodic checkpoints are taken: a chunk
+    per checkpoint due (500 bars), 80 ms each, and no rest after a checkpoint."""
+    without_rest(monkeypatch, chunk_bars=500, seconds_per_chunk=0.08)
 
 
 def result_of(operation_id: str) -> dict:

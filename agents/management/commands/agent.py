@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from agents.services import session_start
-from operations.management.starting import add_follow_arguments, given_options, start_operation
+from operations.management.starting import add_follow_arguments, add_series_arguments, given_options, start_operation
 
 
 class Command(BaseCommand):
@@ -17,10 +17,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         actions = parser.add_subparsers(dest="action", required=True, metavar="start")
         start = actions.add_parser("start", help=self.help, description=self.help)
-        start.add_argument("--symbol", help="The series to research; default the only one there is.")
-        start.add_argument("--timeframe", help="Its timeframe; default the only one there is.")
-        start.add_argument("--start", help="First date (YYYY-MM-DD).")
-        start.add_argument("--end", help="Last date (YYYY-MM-DD).")
+        add_series_arguments(start, required=False)
         start.add_argument("--seed", help="The designer's seed, default 0.")
         add_follow_arguments(start)
 
