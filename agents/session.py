@@ -55,7 +55,6 @@ class SessionRunner:
             "configuration": saved.get("configuration"),
             "children": dict(saved.get("children", {})),
         }
-        self.resumed = context.resume_from is not None
 
     # --- the phases
     def run(self) -> dict[str, Any]:
@@ -64,9 +63,9 @@ class SessionRunner:
         while True:
             self.context.raise_if_stopping()
             self._report()
-            outcome = phases[self.state["phase"]]()
-            if self.state["phase"] == "ASSESSING" and outcome is not None:
-                return outcome
+            result = phases[self.state["phase"]]()
+            if result is not None:  # assessed
+                return result
 
     def _design(self) -> None:
         """Propose, and save the proposal as this session's, while the other running sessions wait: the next one
