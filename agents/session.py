@@ -21,13 +21,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import pandas as pd
 from django.db import transaction
 
 from agents.design import SearchSpaceExhausted, Thresholds, assess, propose
 from agents.services import assessment_record, earlier_assessments
 from checkpoints.models import Checkpoint, CheckpointType
 from checkpoints.resume import operation_resume
-from marketdata.series import load_bars
 from operations.models import TERMINAL_STATUSES, Operation, OperationStatus
 from operations.runtime.context import OperationCancelled, RunContext
 from operations.services.lifecycle import operation_cancel
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 S = OperationStatus
 PHASES = ("DESIGNING", "TRAINING", "BACKTESTING", "ASSESSING")
 POLL_SECONDS = 0.5  # how often a session looks at the child it waits for
-OUT_OF_SAMPLE = 0.2  # the backtest covers the last fifth of the bars: the model was validated there, not trained
+OUT_OF_SAMPLE = 0.2  # the training's validation split: the backtest covers that period, not trained on
 
 
 class ChildFailed(RuntimeError):
@@ -194,12 +194,14 @@ def _start_training(session: Operation, params: dict[str, Any], configuration: d
 
 def _start_backtest(session: Operation, params: dict[str, Any], configuration: dict[str, Any],
                     training: str) -> Operation:
+    """The model's backtest over its validation period, from its first whole day (a backtest starts on a date):
+    no bar it was trained on."""
     from backtesting.services import backtest_start
 
-    bars = load_bars(params["symbol"], params["timeframe"], start=params.get("start"), end=params.get("end"))
-    first = bars["timestamp"].iloc[int(len(bars) * (1 - OUT_OF_SAMPLE))]
+    first = pd.Timestamp(Operation.objects.get(pk=training).result["validation_start"])
+    first_day = first.normalize() if first == first.normalize() else first.normalize() + pd.Timedelta(days=1)
     data = {
-        "symbol": params["symbol"], "timeframe": params["timeframe"], "start": first.date().isoformat(),
+        "symbol": params["symbol"], "timeframe": params["timeframe"], "start": first_day.date().isoformat(),
         "end": params.get("end"), "strategy": "model", "model": training,
         "params": {"threshold": configuration["threshold"], "allow_short": True},
     }

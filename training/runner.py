@@ -58,6 +58,7 @@ class TrainingRunner:
         if len(features) < 20:
             raise ValueError(f"too little data to train: {len(features)} usable bars after the feature warm-up")
         split = int(len(features) * (1 - p["validation_split"]))
+        self.validation_start = bars["timestamp"][features.index[split]].isoformat()  # the first bar not trained on
         self.spec = fit(spec, features.iloc[:split])
         x = torch.from_numpy(standardise(self.spec, features))
         y = torch.from_numpy(target.to_numpy(dtype="int64"))
@@ -222,5 +223,6 @@ class TrainingRunner:
             "final_val_accuracy": last.get("val_accuracy"),
             "history": self.history,
             "samples": {"train": len(self.x_train), "validation": len(self.x_val)},
+            "validation_start": self.validation_start,
             "timings": {"train_seconds": round(self.train_seconds, 3), "checkpoint_seconds": round(checkpoint_seconds, 3)},
         }

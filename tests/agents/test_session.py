@@ -6,6 +6,7 @@ import threading
 import time
 from io import StringIO
 
+import pandas as pd
 import pytest
 from django.core.management import call_command
 from django.db import connection
@@ -67,6 +68,9 @@ def test_a_session_designs_trains_backtests_and_assesses(research):
     training, backtest = children["training"][0], children["backtesting"][0]
     assert training.status == backtest.status == S.COMPLETED
     assert backtest.params["strategy"] == "model" and backtest.params["model"] == training.pk
+    first = pd.Timestamp(training.result["validation_start"])  # the first bar the model was not trained on
+    whole_day = first.normalize() + pd.Timedelta(days=0 if first == first.normalize() else 1)
+    assert backtest.params["start"] == whole_day.date().isoformat()  # no bar it was trained on
     configuration = session.result["configuration"]
     assert training.params["epochs"] == configuration["epochs"]
     assert training.params["features"]["sma_windows"] == configuration["sma_windows"]
