@@ -23,7 +23,8 @@ class SessionParamsSerializer(SeriesRangeSerializer):
 
     seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0,
                                     help_text="The designer's seed (and the training's).")
-    thresholds = ThresholdsSerializer(required=False, help_text="What a backtest must reach to be accepted.")
+    thresholds = ThresholdsSerializer(default=lambda: dict(ThresholdsSerializer(DEFAULT).data),
+                                      help_text="What a backtest must reach to be accepted.")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -44,8 +45,3 @@ class SessionParamsSerializer(SeriesRangeSerializer):
             if not data.get(name):
                 raise serializers.ValidationError({name: "This field is required with the other one."})
         return super().validate(data)
-
-    def to_params(self) -> dict:
-        params = super().to_params()
-        params["thresholds"] = dict(params.get("thresholds") or ThresholdsSerializer(DEFAULT).data)
-        return params

@@ -34,12 +34,7 @@ def session_start(*, data: dict, actor: str, owner=None) -> Operation:
     Raises rest_framework's ValidationError naming the field (the API's 400, the command's error).
     """
     from agents.params import SessionParamsSerializer
-    from marketdata.params import require_series
-    from operations.services.lifecycle import operation_create
+    from marketdata.params import series_operation_start
 
-    request = SessionParamsSerializer(data=data)
-    request.is_valid(raise_exception=True)
-    params = request.to_params()
-    require_series(params)
-    return operation_create(operation_type="agent_research", params=params, actor=actor, owner=owner,
-                            is_backend_local=True)
+    return series_operation_start(SessionParamsSerializer(data=data), operation_type="agent_research", actor=actor,
+                                  owner=owner, is_backend_local=True)

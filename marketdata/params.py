@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rest_framework import serializers
 
 from marketdata.series import SYMBOL_RE, TIMEFRAMES, MarketDataError, series_path
+
+if TYPE_CHECKING:
+    from operations.models import Operation
 
 
 class SeriesRangeSerializer(serializers.Serializer):
@@ -44,3 +49,15 @@ def require_series(params: dict) -> None:
                 f"--timeframe {timeframe}`."
             }
         )
+
+
+def series_operation_start(request: SeriesRangeSerializer, *, operation_type: str, actor: str, owner=None,
+                           **create) -> Operation:
+    """Validate a request over a series (ValidationError naming the field), check its data exists, and record
+    the operation (`create`: the rest of operation_create's arguments, a parent or is_backend_local)."""
+    from operations.services.lifecycle import operation_create
+
+    request.is_valid(raise_exception=True)
+    params = request.to_params()
+    require_series(params)
+    return operation_create(operation_type=operation_type, params=params, actor=actor, owner=owner, **create)

@@ -51,9 +51,5 @@ class TrainingParamsSerializer(SeriesRangeSerializer):
         help_text="Seconds between periodic checkpoints; default CHECKPOINT_TIME_INTERVAL_SECONDS.",
     )
     checkpoints_enabled = serializers.BooleanField(default=True, help_text="False: no checkpoint at all.")
-    features = FeatureWindowsSerializer(required=False, help_text="Feature windows, in bars; default the usual ones.")
-
-    def to_params(self) -> dict:
-        params = super().to_params()
-        params["features"] = dict(params.get("features") or DEFAULT_FEATURES)
-        return params
+    features = FeatureWindowsSerializer(default=lambda: dict(DEFAULT_FEATURES),
+                                        help_text="Feature windows, in bars; default the usual ones.")

@@ -1,9 +1,7 @@
 from __future__ import annotations
 
+from marketdata.params import series_operation_start
 from operations.models import Operation
-from operations.services.lifecycle import operation_create
-from marketdata.params import require_series
-
 from training.params import TrainingParamsSerializer
 
 
@@ -12,8 +10,5 @@ def training_start(*, data: dict, actor: str, owner=None, parent: Operation | No
 
     Raises rest_framework's ValidationError naming the field (the API's 400, the command's error).
     """
-    request = TrainingParamsSerializer(data=data)
-    request.is_valid(raise_exception=True)
-    params = request.to_params()
-    require_series(params)
-    return operation_create(operation_type="training", params=params, actor=actor, owner=owner, parent=parent)
+    return series_operation_start(TrainingParamsSerializer(data=data), operation_type="training", actor=actor,
+                                  owner=owner, parent=parent)
