@@ -21,7 +21,7 @@ disk (`_without_waiting_for_the_disk`); with the saver's duty limit
 A worker process keeps its committer from one run to the next (`acquire`,
 `release`): a child takes half a second to start, longer than a whole
 backtest of a million bars. The child reads requests until its pipe closes
-(its worker exited or died), and ignores Ctrl+C: a stop checkpoint is always
+(its worker exited or died), and ignores SIGINT and SIGTERM: a stop checkpoint is always
 saved by the worker itself.
 """
 
@@ -186,7 +186,9 @@ def release(committer: Committer, *, broken: bool = False) -> None:
 
 def serve(mailbox: int) -> None:
     """The child (Django set up): commit each request with checkpoint_save and answer, until the pipe closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A stop signal to the whole process group is its worker's to handle; the child ends with its pipe.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     _yield_to_the_run()
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to stderr, never into the answers

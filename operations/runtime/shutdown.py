@@ -7,6 +7,13 @@ SIGINT, sends SIGUSR1 to each of its worker processes before letting
 django-q2 stop. A worker process records its pid when it is spawned and turns
 SIGUSR1 into a flag that the running operation sees at its next batch or bar:
 it saves a `shutdown` checkpoint and becomes CANCELLED.
+
+A stop signal sent to the cluster's whole process group (Ctrl+C in a terminal,
+systemd's default KillMode, `kill -TERM -<pgid>`) reaches every process of it
+at once. The sentinel and the workers ignore SIGINT (django-q2), the sentinel
+of our command ignores SIGTERM too (`qcluster.Sentinel`), and a worker process
+takes SIGTERM as the shutdown signal: the cluster stops as if only its main
+process had been signalled.
 """
 
 from __future__ import annotations
@@ -38,7 +45,10 @@ def on_worker_spawned(**_kwargs) -> None:
     cluster_pid = os.environ.get(CLUSTER_PID_VARIABLE)
     if not cluster_pid:
         return  # a cluster started by django-q2's own command: no bridge
-    signal.signal(SHUTDOWN_SIGNAL, lambda signum, frame: shutdown_requested.set())
+    # SIGTERM too: sent to the whole process group (systemd's default KillMode, `kill -TERM -<pgid>`) it
+    # reaches the workers beside their cluster, and must stop the run as the cluster's own signal does.
+    for signum in (SHUTDOWN_SIGNAL, signal.SIGTERM):
+        signal.signal(signum, lambda signum, frame: shutdown_requested.set())
     folder = worker_pids_dir(int(cluster_pid))
     folder.mkdir(parents=True, exist_ok=True)
     (folder / str(os.getpid())).touch()

@@ -15,6 +15,7 @@ import threading
 
 from django.conf import settings
 from django.db import connections
+from django_q import cluster as django_q_cluster
 from django_q.cluster import Cluster
 from django_q.management.commands.qcluster import Command as DjangoQCommand
 
@@ -22,6 +23,16 @@ from operations.runtime import shutdown
 from operations.runtime.worker import DATABASE_UNREACHABLE, outbox_report
 
 logger = logging.getLogger("operations.qcluster")
+
+
+class Sentinel(django_q_cluster.Sentinel):
+    """django-q2's sentinel, deaf to SIGTERM as it is to SIGINT: a SIGTERM sent to the cluster's whole
+    process group is for the main process to handle (checkpoint and stop), not the sentinel's death, which
+    would leave its worker processes without a parent while they save."""
+
+    def start(self):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # before the workers, pusher and monitor are forked
+        super().start()
 
 
 class Command(DjangoQCommand):
@@ -38,6 +49,7 @@ class Command(DjangoQCommand):
         os.environ[shutdown.CLUSTER_PID_VARIABLE] = str(self.cluster_pid)  # inherited by the worker processes
         self.stopping = False
         self.report_outbox()
+        django_q_cluster.Sentinel = Sentinel  # Cluster.start looks it up in its module when it forks it
         self.cluster = Cluster()
         signal.signal(signal.SIGTERM, self.on_stop_signal)
         signal.signal(signal.SIGINT, self.on_stop_signal)
