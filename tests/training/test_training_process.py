@@ -1,9 +1,9 @@
 """Training as a user runs it: a real `qcluster` executes it, a real `supervise` watches over it.
 
-Cancel and resume, kill -9 of the whole cluster and resume on a new one, a task
-delivered twice, and a failure inside an epoch: each ends with the database,
-the checkpoint store and the final model as a user would find them, and every
-resumed model is bit-identical to a straight run of the same request.
+Cancel and resume, kill -9 of the whole cluster and resume on a new one, and a
+failure inside an epoch: each ends with the database, the checkpoint store and
+the final model as a user would find them, and every resumed model is
+bit-identical to a straight run of the same request.
 """
 
 
@@ -15,16 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-from django_q.models import Task
-from django_q.tasks import async_task
 
 from checkpoints.models import Checkpoint
 from checkpoints.resume import operation_resume
 from checkpoints.services import checkpoint_sweep_orphans
-from operations.models import Operation, OperationEvent, OperationStatus as S, Worker, WorkerStatus
-from operations.registry import RUN_OPERATION_TASK
-from operations.services.lifecycle import operation_cancel, operation_create
-from training.params import TrainingParamsSerializer
+from operations.models import Operation, OperationStatus as S, Worker, WorkerStatus
+from operations.services.lifecycle import operation_cancel
 from tests.support.processes import wait_for
 from tests.training.cluster import (
     ORPHAN_CHECK_SECONDS,
@@ -165,26 +161,6 @@ def test_cluster_killed_is_failed_by_the_sweep_and_resumes_on_a_new_cluster(chil
     )
     assert checkpoint_sweep_orphans(grace_seconds=0) == sorted(f"{operation_id}/{name}" for name in uncommitted)
     wait_until_checkpoint_gone(folders, operation_id)
-
-
-def test_the_same_task_delivered_twice_runs_once(children, folders):
-    children.supervise()
-    children.cluster(workers=2)
-    request = TrainingParamsSerializer(data={**REQUEST, "epochs": 5})
-    request.is_valid(raise_exception=True)
-    operation_id = operation_create(
-        operation_type="training", params=request.to_params(), actor="test", enqueue=False
-    ).pk
-    task_ids = [async_task(RUN_OPERATION_TASK, operation_id, task_name=operation_id) for _ in range(2)]
-
-    completed = wait_until_completed(operation_id)
-    wait_for(lambda: Task.objects.filter(id__in=task_ids).count() == 2, timeout=30, what="both task results")
-    results = {task_id: Task.objects.get(id=task_id).result for task_id in task_ids}
-    assert sorted(results.values()) == ["completed", "not claimed"]
-    assert completed.attempt == 1
-    assert transitions(operation_id) == [("", S.PENDING), (S.PENDING, S.RUNNING), (S.RUNNING, S.COMPLETED)]
-    assert OperationEvent.objects.filter(operation_id=operation_id, to_status=S.RUNNING).count() == 1
-    assert completed.result["epochs_completed"] == 5
 
 
 def test_failure_inside_an_epoch_fails_with_a_checkpoint_that_resumes(children, folders, tmp_path):

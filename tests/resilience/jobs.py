@@ -1,0 +1,93 @@
+"""The two kinds of job the scenarios put under fire, each with the cluster that runs it and its straight-run check.
+
+A training of a few seconds, and a backtest of 200,000 bars on a cluster whose engine is slowed to about
+50,000 bars a second (the engine is far faster than any signal could land in the middle of). A job's run,
+however often it was killed, stopped or resumed, must end with exactly a straight run's result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from backtesting.services import backtest_start
+from operations.models import Operation
+from tests.training.cluster import Children, final_weights, train
+
+SLOW_SETTINGS = '''\
+"""Test only: the engine slowed by a sleep proportional to each chunk's bars (SLOW_SECONDS_PER_BAR)."""
+import os
+import time
+
+from config.settings.base import *  # noqa: F401,F403
+from backtesting import engine as _engine
+
+_run = _engine.Engine.run
+_per_bar = float(os.environ.get("SLOW_SECONDS_PER_BAR", "20e-6"))
+
+
+def _slowly(self, stop):
+    time.sleep(max(0, stop - self.state.next_bar) * _per_bar)
+    _run(self, stop)
+
+
+_engine.Engine.run = _slowly
+'''
+BACKTEST = {
+    "symbol": "LONG",
+    "timeframe": "1h",
+    "strategy": "sma_cross",
+    "params": {"fast": 10, "slow": 40, "allow_short": True},
+    "checkpoint_every": 20_000,
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str
+    start: Callable[[], str]
+    cluster: Callable[..., object]
+    assert_same: Callable[[Operation, Operation, dict[str, Path]], None]
+
+
+def training_cluster(children: Children, workers: int = 2, **overrides: str):
+    return children.cluster(workers=workers, **overrides)
+
+
+def slow_cluster(children: Children, workers: int = 2, **overrides: str):
+    return children.cluster_with_settings("slow_backtest_settings", SLOW_SETTINGS, workers=workers, **overrides)
+
+
+def start_training(**overrides) -> str:
+    return train(**{"epochs": 40, "checkpoint_every": 2, **overrides})
+
+
+def start_backtest(**overrides) -> str:
+    return backtest_start(data={**BACKTEST, **overrides}, actor="test").pk
+
+
+def assert_same_training(resumed: Operation, straight: Operation, folders: dict[str, Path]) -> None:
+    first, second = final_weights(resumed, folders), final_weights(straight, folders)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    assert resumed.result["history"] == straight.result["history"]
+    assert resumed.result["epochs_completed"] == straight.result["epochs_completed"] == resumed.params["epochs"]
+
+
+def assert_same_backtest(resumed: Operation, straight: Operation, folders: dict[str, Path]) -> None:
+    first, second = resumed.result, straight.result
+    assert first["trades"] == second["trades"]
+    assert first["metrics"] == second["metrics"]
+    assert first["equity_curve"] == second["equity_curve"]
+    assert np.array_equal(np.load(first["equity_curve_path"]), np.load(second["equity_curve_path"]))
+    assert len(first["trades"]) > 100
+
+
+JOBS = {
+    "training": Job("training", start_training, training_cluster, assert_same_training),
+    "backtest": Job("backtest", start_backtest, slow_cluster, assert_same_backtest),
+}

@@ -1,0 +1,120 @@
+"""The control plane under fire: kill -9 of `supervise`, and fifty users resuming one operation at once."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections import Counter
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+
+from operations.models import Operation, OperationEvent, OperationStatus as S
+from operations.services.lifecycle import operation_cancel
+from tests.resilience.conftest import runs
+from tests.resilience.fire import (
+    assert_settled,
+    checkpoint_version,
+    executing_pid,
+    kill,
+    pause,
+    resume,
+    seeded,
+    wait_for_checkpoint_after,
+    wait_for_status,
+)
+from tests.resilience.jobs import JOBS, start_training, training_cluster
+from tests.training.cluster import ORPHAN_TIMEOUT_SECONDS, wait_until_completed
+
+pytestmark = [pytest.mark.process, pytest.mark.resilience, pytest.mark.django_db(transaction=True)]
+
+RESUMES = 50
+
+
+@pytest.mark.scenario("kill -9 of supervise")
+@runs(1)
+def test_kill_supervise(children, folders, request, run):
+    """While `supervise` is dead the runs go on; a worker that dies meanwhile is found by the next one."""
+    rng = seeded(request)
+    supervise = children.supervise()
+    training_cluster(children)
+    survivor, victim = start_training(), start_training()
+    executing_pid(survivor)
+    victim_pid = executing_pid(victim)
+    wait_for_checkpoint_after(victim)
+    pause(rng, 0, 1.0)
+    kill(supervise.process.pid)
+    supervise.wait(timeout=10)
+
+    pause(rng, 0, 1.0)
+    kill(victim_pid)  # nobody is watching
+    pause(rng, ORPHAN_TIMEOUT_SECONDS, ORPHAN_TIMEOUT_SECONDS + 2)  # longer than the sweep would have waited
+    assert Operation.objects.get(pk=survivor).status in (S.RUNNING, S.COMPLETED)
+
+    children.supervise()
+    failed = wait_for_status(victim, S.FAILED, timeout=30)
+    assert failed.error_message, failed
+    assert_settled([survivor, victim])
+    resume(victim)
+    straight = start_training()
+    completed = wait_until_completed(victim)
+    for operation_id in (survivor, straight):
+        JOBS["training"].assert_same(completed, wait_until_completed(operation_id), folders)
+    # The restart's reconciliation asks every run to show itself (PENDING_RECONCILIATION); the live one did.
+    statuses = set(OperationEvent.objects.filter(operation_id=survivor).values_list("to_status", flat=True))
+    assert S.FAILED not in statuses and Operation.objects.get(pk=survivor).attempt == 1, statuses
+    assert_settled([survivor, victim, straight])
+
+
+def post(url: str, token: str, barrier: threading.Barrier) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=b"", headers={"Authorization": f"Token {token}"}, method="POST")
+    barrier.wait()
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.mark.scenario("50 concurrent resumes")
+@runs(1)
+def test_fifty_concurrent_resumes(children, folders, live_server, run):
+    """A run cancelled on a real cluster; fifty resumes over HTTP at once; one wins, and its run completes."""
+    children.supervise()
+    training_cluster(children)
+    operation_id = start_training()
+    wait_for_checkpoint_after(operation_id)
+    operation_cancel(operation_id=operation_id, actor="test")
+    wait_for_status(operation_id, S.CANCELLED)
+    assert checkpoint_version(operation_id)
+
+    staff = get_user_model().objects.create_user("racer", password="secret-pass", is_staff=True)
+    token = Token.objects.create(user=staff).key
+    url = f"{live_server.url}/api/v1/operations/{operation_id}/resume/"
+    barrier = threading.Barrier(RESUMES)
+    replies: list = [None] * RESUMES
+
+    def press(index: int) -> None:
+        try:
+            replies[index] = post(url, token, barrier)
+        except BaseException as exc:  # kept to fail the test with, not to hide
+            replies[index] = exc
+
+    threads = [threading.Thread(target=press, args=(index,)) for index in range(RESUMES)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert [reply for reply in replies if not isinstance(reply, tuple)] == []
+    assert Counter(status for status, _body in replies) == {202: 1, 409: RESUMES - 1}
+    assert {body["code"] for status, body in replies if status == 409} <= {"RESUME_CONFLICT", "OPERATION_NOT_RESUMABLE"}
+
+    completed = wait_until_completed(operation_id)
+    assert completed.attempt == 2
+    assert OperationEvent.objects.filter(operation_id=operation_id, to_status=S.RESUMING).count() == 1
+    straight = start_training()
+    JOBS["training"].assert_same(completed, wait_until_completed(straight), folders)
+    assert_settled([operation_id, straight])

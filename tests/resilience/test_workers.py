@@ -1,0 +1,187 @@
+"""Workers under fire: kill -9 at random moments and in the middle of a checkpoint save, SIGTERM to the
+cluster, the same task delivered several times, and a worker presumed dead that comes back (fencing)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+
+import pytest
+from django_q.models import Task
+from django_q.tasks import async_task
+
+from operations.models import Operation, OperationStatus as S
+from operations.registry import RUN_OPERATION_TASK
+from operations.runtime.shutdown import GRACEFUL_SHUTDOWN_MESSAGE
+from operations.services.lifecycle import operation_cancel, operation_create
+from tests.resilience.conftest import runs
+from tests.resilience.fire import (
+    assert_settled,
+    checkpoint_version,
+    executing_pid,
+    kill,
+    pause,
+    resume,
+    seeded,
+    wait_for_checkpoint_after,
+    wait_for_status,
+)
+from tests.resilience.jobs import JOBS, start_training, training_cluster
+from tests.support.processes import wait_for
+from tests.training.cluster import REQUEST, save_folders, wait_until_completed
+from training.params import TrainingParamsSerializer
+
+pytestmark = [pytest.mark.process, pytest.mark.resilience, pytest.mark.django_db(transaction=True)]
+
+KILLS = 3
+
+
+def outcomes(operation_id: str) -> Counter:
+    """What each delivery of the operation's task returned (django-q keeps one result per task)."""
+    return Counter(Task.objects.filter(name=operation_id).values_list("result", flat=True))
+
+
+@pytest.mark.parametrize("kind", JOBS)
+@pytest.mark.scenario("kill -9 of a worker at random moments")
+@runs(2)
+def test_kill_a_worker_at_random_moments(children, folders, request, kind, run):
+    rng, job = seeded(request), JOBS[kind]
+    children.supervise()
+    job.cluster(children)
+    operation_id = job.start()
+    kills = 0
+    while kills < KILLS:
+        pid = executing_pid(operation_id)
+        wait_for_checkpoint_after(operation_id, checkpoint_version(operation_id))  # a save of this run
+        pause(rng, 0, 0.8)
+        if Operation.objects.get(pk=operation_id).status != S.RUNNING:
+            break  # it ended first
+        kill(pid)
+        kills += 1
+        failed = wait_for_status(operation_id, S.FAILED, S.COMPLETED, timeout=30)
+        assert_settled([operation_id])
+        if failed.status == S.COMPLETED:
+            break  # the kill came after the outcome was recorded
+        assert failed.error_message == f"Worker {failed.worker_id} became unavailable"
+        resume(operation_id)
+    print(f"{kind}: {kills} kills")
+    assert kills >= 2, "the run ended before the kills: make it longer"
+
+    straight = job.start()
+    job.assert_same(wait_until_completed(operation_id), wait_until_completed(straight), folders)
+    assert_settled([operation_id, straight])
+
+
+@pytest.mark.scenario("kill -9 of a worker during a checkpoint save")
+@runs(1)
+def test_kill_a_worker_during_a_checkpoint_save(children, folders, run):
+    """A save in flight is a second folder beside the one the row points at: the worker (and any child of
+    it) is killed the moment one is seen, while its files are written or its commit is on its way."""
+    children.supervise()
+    training_cluster(children)
+    operation_id = start_training(epochs=60, checkpoint_every=1)
+    for _ in range(2):
+        pid = executing_pid(operation_id)
+        caught = wait_for(lambda: len(save_folders(folders, operation_id)) >= 2 or None, timeout=60,
+                          interval=0.001, what="a save in flight")
+        kill(pid, with_children=True)
+        assert caught
+        wait_for_status(operation_id, S.FAILED, timeout=30)
+        assert_settled([operation_id])
+        resume(operation_id)
+
+    straight = start_training(epochs=60, checkpoint_every=1)
+    JOBS["training"].assert_same(wait_until_completed(operation_id), wait_until_completed(straight), folders)
+    assert_settled([operation_id, straight])
+
+
+@pytest.mark.parametrize("group", [False, True], ids=["main-process", "process-group"])
+@pytest.mark.parametrize("kind", JOBS)
+@pytest.mark.scenario("SIGTERM to the cluster")
+@runs(1)
+def test_sigterm_to_the_cluster(children, folders, request, kind, group, run):
+    """To its main process (docker stop, Kubernetes), or to every process of it at once (systemd's default
+    KillMode, `kill -TERM -<pgid>`): either way the run checkpoints, ends CANCELLED, and resumes."""
+    rng, job = seeded(request), JOBS[kind]
+    children.supervise()
+    cluster = job.cluster(children, workers=1)
+    operation_id = job.start()
+    executing_pid(operation_id)
+    wait_for_checkpoint_after(operation_id)  # the run is under way (a stop while it loads its data saves nothing)
+    pause(rng, 0, 1.0)
+    if group:
+        os.killpg(cluster.process.pid, signal.SIGTERM)  # a session of its own: its pid is its group's
+    else:
+        cluster.signal(signal.SIGTERM)
+    assert cluster.wait(timeout=40) == 0
+    cancelled = wait_for_status(operation_id, S.CANCELLED, timeout=10)
+    assert cancelled.error_message == GRACEFUL_SHUTDOWN_MESSAGE
+    assert_settled([operation_id])
+
+    job.cluster(children)
+    resume(operation_id)
+    straight = job.start()
+    job.assert_same(wait_until_completed(operation_id), wait_until_completed(straight), folders)
+    assert_settled([operation_id, straight])
+
+
+@pytest.mark.scenario("duplicate task deliveries")
+@runs(1)
+def test_duplicate_task_deliveries(children, folders, run):
+    """Each run's task delivered three times at once (a broker's redelivery, a double enqueue): one wins."""
+    children.supervise()
+    training_cluster(children, workers=3)
+    request = TrainingParamsSerializer(data={**REQUEST, "epochs": 40, "checkpoint_every": 2})
+    request.is_valid(raise_exception=True)
+    operation_id = operation_create(
+        operation_type="training", params=request.to_params(), actor="test", enqueue=False
+    ).pk
+    for _ in range(3):
+        async_task(RUN_OPERATION_TASK, operation_id, task_name=operation_id)
+    wait_for_checkpoint_after(operation_id)
+    operation_cancel(operation_id=operation_id, actor="test")
+    wait_for_status(operation_id, S.CANCELLED)
+    wait_for(lambda: sum(outcomes(operation_id).values()) == 3, timeout=30, what="the three deliveries' results")
+    assert outcomes(operation_id) == {"cancelled": 1, "not claimed": 2}
+
+    resume(operation_id)  # the resume's own delivery, and two more
+    for _ in range(2):
+        async_task(RUN_OPERATION_TASK, operation_id, task_name=operation_id)
+    completed = wait_until_completed(operation_id)
+    wait_for(lambda: sum(outcomes(operation_id).values()) == 6, timeout=30, what="the six deliveries' results")
+    assert outcomes(operation_id) == {"cancelled": 1, "completed": 1, "not claimed": 4}
+    assert completed.attempt == 2
+    assert_settled([operation_id])
+
+
+@pytest.mark.scenario("a worker presumed dead comes back (fencing)")
+@runs(1)
+def test_a_worker_presumed_dead_comes_back_after_its_run_was_resumed_elsewhere(children, folders, run):
+    """SIGSTOP freezes the worker (heartbeats included) until the sweep fails its run; the run is resumed on
+    another worker; SIGCONT then wakes the first one in the middle of its old run, which must change nothing."""
+    children.supervise()
+    training_cluster(children)
+    operation_id = start_training(epochs=60, checkpoint_every=1)
+    frozen = executing_pid(operation_id)
+    wait_for_checkpoint_after(operation_id)
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        failed = wait_for_status(operation_id, S.FAILED, timeout=30)
+        assert failed.presumed_orphan
+        first_version = checkpoint_version(operation_id)
+        resume(operation_id)
+        assert executing_pid(operation_id) != frozen
+        wait_for_checkpoint_after(operation_id, first_version)  # the second run saves before the first wakes
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    # Woken, the first run is told to stop at its next heartbeat; its saves and its outcome are fenced off.
+    wait_for(lambda: outcomes(operation_id).get("abandoned"), timeout=30, what="the first run to give up")
+    completed = wait_until_completed(operation_id)
+    assert completed.attempt == 2 and completed.worker.pid != frozen
+    wait_for(lambda: sum(outcomes(operation_id).values()) == 2, timeout=30, what="both runs' results")
+    assert outcomes(operation_id) == {"abandoned": 1, "completed": 1}
+
+    straight = start_training(epochs=60, checkpoint_every=1)
+    JOBS["training"].assert_same(completed, wait_until_completed(straight), folders)
+    assert_settled([operation_id, straight])
