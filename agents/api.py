@@ -33,6 +33,10 @@ class AssessmentListView(generics.ListAPIView):
 
     serializer_class = AssessmentSerializer
 
+    @extend_schema(responses={200: AssessmentSerializer(many=True), **ERRORS})
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
     def get_queryset(self):
         assessments = Assessment.objects.order_by("-created_at")
         if not self.request.user.is_staff:

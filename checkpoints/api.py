@@ -15,7 +15,13 @@ from rest_framework.views import APIView
 from checkpoints.exceptions import CheckpointNotFound
 from checkpoints.models import Checkpoint
 from checkpoints.resume import operation_resume
-from checkpoints.services import checkpoint_cleanup, checkpoint_discard, checkpoint_stats, checkpoints_expired
+from checkpoints.services import (
+    MAX_AGE_DAYS,
+    checkpoint_cleanup,
+    checkpoint_discard,
+    checkpoint_stats,
+    checkpoints_expired,
+)
 from operations import selectors
 from operations.api.serializers import OperationIdField
 from operations.api.views import ERRORS, ErrorSerializer, path_value, user_actor
@@ -60,11 +66,12 @@ class CheckpointSerializer(serializers.ModelSerializer):
 
 class CheckpointFilterSerializer(serializers.Serializer):
     operation_id = OperationIdField(required=False)
-    older_than_days = serializers.FloatField(required=False, min_value=0)
+    older_than_days = serializers.FloatField(required=False, min_value=0, max_value=MAX_AGE_DAYS)
 
 
 class CleanupInputSerializer(serializers.Serializer):
-    max_age_days = serializers.FloatField(required=False, min_value=0, allow_null=True, default=None)
+    max_age_days = serializers.FloatField(required=False, min_value=0, max_value=MAX_AGE_DAYS, allow_null=True,
+                                          default=None)
     dry_run = serializers.BooleanField(required=False, default=False)
 
 
@@ -133,7 +140,7 @@ class OperationResumeView(APIView):
 class CheckpointListView(generics.ListAPIView):
     serializer_class = CheckpointSerializer
 
-    @extend_schema(parameters=[CheckpointFilterSerializer])
+    @extend_schema(parameters=[CheckpointFilterSerializer], responses={200: CheckpointSerializer(many=True), **ERRORS})
     def get(self, request: Request, *args, **kwargs) -> Response:
         return super().get(request, *args, **kwargs)
 
@@ -180,6 +187,6 @@ class CheckpointCleanupView(APIView):
 
 
 class CheckpointStatsView(APIView):
-    @extend_schema(responses={200: StatsSerializer})
+    @extend_schema(responses={200: StatsSerializer, 401: ERRORS[401], 403: ERRORS[403]})
     def get(self, request: Request) -> Response:
         return Response(StatsSerializer(checkpoint_stats(visible_checkpoints(request))).data)

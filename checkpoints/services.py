@@ -360,6 +360,11 @@ def checkpoint_discard(operation_id: str) -> None:
     raise CheckpointNotFound(operation_id)
 
 
+# An age in days, bounded: a cutoff further back than year 1 cannot be computed (an OverflowError), and a
+# century is older than any checkpoint. The API's fields and the command's options refuse more.
+MAX_AGE_DAYS = 36_500
+
+
 def _expired(max_age_days: float, now: datetime | None = None) -> Q:
     cutoff = (now or timezone.now()) - timedelta(days=max_age_days)
     return Q(created_at__lt=cutoff) & ~Q(operation__status__in=ACTIVE_STATUSES)

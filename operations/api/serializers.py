@@ -123,11 +123,13 @@ class CheckpointSummarySerializer(serializers.Serializer):
 
 
 class OperationSerializer(serializers.ModelSerializer):
-    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    # Declared read-only relations are not inspected for nullability: allow_null puts `nullable` in the schema.
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True,
+                                         help_text="Username; null for an operation made from the command line.")
     checkpoint = serializers.SerializerMethodField()
     resumable = serializers.BooleanField(read_only=True)
-    worker = serializers.PrimaryKeyRelatedField(read_only=True)
-    parent = serializers.PrimaryKeyRelatedField(read_only=True)
+    worker = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    parent = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     progress = ProgressSerializer(source="*", read_only=True)
 
     class Meta:
@@ -198,7 +200,7 @@ class OperationFilterSerializer(serializers.Serializer):
 # --- workers
 
 class WorkerSerializer(serializers.ModelSerializer):
-    current_operation = serializers.PrimaryKeyRelatedField(read_only=True)
+    current_operation = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
 
     class Meta:
         model = Worker

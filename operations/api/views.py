@@ -136,6 +136,10 @@ class WorkerListView(generics.ListAPIView):
     permission_classes = [IsWorkerOrStaff]
     queryset = Worker.objects.order_by("worker_id")
 
+    @extend_schema(responses={200: WorkerSerializer(many=True), **ERRORS})
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
 
 class WorkerDetailView(APIView):
     permission_classes = [IsWorkerOrStaff]

@@ -477,6 +477,14 @@ def test_cli_cleanup_rejects_a_negative_age(scene):
     assert Checkpoint.objects.count() == 4
 
 
+@pytest.mark.parametrize("action, option", [("cleanup", "--max-age-days"), ("list", "--older-than-days")])
+@pytest.mark.parametrize("days", ["36501", "999999", "1e308", "inf", "nan"])
+def test_cli_rejects_an_age_beyond_a_century(scene, action, option, days):
+    with pytest.raises(CommandError, match=f"{option} must be at most 36500"):
+        run("checkpoints", action, option, days)
+    assert Checkpoint.objects.count() == 4
+
+
 def test_cli_stats(scene):
     output, _ = run("checkpoints", "stats")
 

@@ -11,6 +11,7 @@ from django.core.management.base import CommandError, CommandParser
 from checkpoints.api import CheckpointSerializer, StatsSerializer
 from checkpoints.models import Checkpoint
 from checkpoints.services import (
+    MAX_AGE_DAYS,
     checkpoint_cleanup,
     checkpoint_discard,
     checkpoint_get,
@@ -56,8 +57,7 @@ class Command(ActionCommand):
         stats.add_argument("--json", action="store_true", help="Print the API's JSON body.")
 
     def handle_list(self, *, older_than_days: float | None, json: bool, **_: Any) -> None:
-        if older_than_days is not None and older_than_days < 0:
-            raise CommandError("--older-than-days must not be negative.")
+        age_in_range("--older-than-days", older_than_days)
         checkpoints = Checkpoint.objects.select_related("operation").order_by("created_at")
         if older_than_days is not None:
             checkpoints = checkpoints.filter(pk__in=checkpoints_expired(older_than_days).values("pk"))
@@ -114,8 +114,7 @@ class Command(ActionCommand):
         return sys.stdin is not None and sys.stdin.isatty()
 
     def handle_cleanup(self, *, max_age_days: float | None, dry_run: bool, **_: Any) -> None:
-        if max_age_days is not None and max_age_days < 0:
-            raise CommandError("--max-age-days must not be negative.")
+        age_in_range("--max-age-days", max_age_days)
         deleted = checkpoint_cleanup(max_age_days=max_age_days, dry_run=dry_run)
         verb = "Would delete" if dry_run else "Deleted"
         for operation_id in deleted:
@@ -132,3 +131,12 @@ class Command(ActionCommand):
         self.stdout.write(f"Oldest:      {stats['oldest_checkpoint'] or '-'}")
         for kind, count in stats["by_type"].items():
             self.stdout.write(f"  {kind:<13} {count}")
+
+
+def age_in_range(option: str, days: float | None) -> None:
+    if days is None:
+        return
+    if days < 0:
+        raise CommandError(f"{option} must not be negative.")
+    if not days <= MAX_AGE_DAYS:  # NaN too
+        raise CommandError(f"{option} must be at most {MAX_AGE_DAYS} (a century).")
