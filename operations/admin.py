@@ -71,6 +71,7 @@ class OperationAdmin(admin.ModelAdmin):
     list_select_related = ["owner", "worker", "checkpoint"]
     date_hierarchy = "created_at"
     ordering = ["-created_at"]
+    show_full_result_count = False  # a filtered page counts its own rows only, not the whole table again
     actions = ["cancel_operations", "resume_operations", "delete_checkpoints"]
     inlines = [OperationEventInline]
     readonly_fields = [

@@ -72,7 +72,10 @@ TEMPLATES = [
 # --- database: SQLite by default, PostgreSQL through DATABASE_URL
 DATABASE_URL = env.str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
 try:
-    _database = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+    # Kept connections save the web a connect per request (about 4 ms on PostgreSQL); 0 closes each at its end.
+    _database = dj_database_url.parse(
+        DATABASE_URL, conn_max_age=env.int("DATABASE_CONN_MAX_AGE", 0), conn_health_checks=True
+    )
 except Exception as exc:  # dj-database-url raises several types for a bad URL
     raise ConfigError(f"DATABASE_URL={DATABASE_URL!r} is invalid: {exc}") from None
 if _database.get("ENGINE") not in ("django.db.backends.sqlite3", "django.db.backends.postgresql"):
