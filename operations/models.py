@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -214,19 +216,78 @@ class Worker(models.Model):
         return self.worker_id
 
 
+@dataclass(frozen=True)
+class ControlLoopLease:
+    """A claim on the control loop: the process (host, pid) that took it at `since`; the three name the claim,
+    so a later process with the same pid (a restarted container) is another holder."""
+
+    host: str
+    pid: int
+    since: datetime
+    expires_at: datetime | None = field(default=None, compare=False)  # unless renewed before
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on {self.host or '?'} (since {self.since.isoformat(timespec='seconds')})"
+
+
+class ControlLoopManager(models.Manager):
+    """The control loop's row as a lease: whoever holds it is the one control loop that acts.
+
+    Every change is one conditional UPDATE of the row, so of processes racing for it exactly one wins:
+    PostgreSQL re-checks a waiting UPDATE's condition on the row its winner wrote, SQLite writes one at a
+    time. A claim is free when released (`lease_expires_at` NULL) or expired; its holder renews it, even
+    after it expired, as long as nobody else took it.
+    """
+
+    def holder(self, *, now: datetime) -> ControlLoopLease | None:
+        row = (
+            self.filter(pk=1, lease_expires_at__gt=now)
+            .values_list("host", "pid", "started_at", "lease_expires_at")
+            .first()
+        )
+        return ControlLoopLease(*row) if row else None
+
+    def take(
+        self, *, host: str, pid: int, now: datetime, expires_at: datetime, expired: bool = True, force: bool = False
+    ) -> bool:
+        """Claim a released lease, or (`expired`) one that lapsed, or (`force`) whichever; whether it won."""
+        self.bulk_create([self.model(pk=1)], ignore_conflicts=True)  # the first take ever: a row to claim
+        free = Q(lease_expires_at__isnull=True)
+        if expired:
+            free |= Q(lease_expires_at__lte=now)
+        rows = self.filter(pk=1) if force else self.filter(free, pk=1)
+        return rows.update(host=host, pid=pid, started_at=now, lease_expires_at=expires_at) == 1
+
+    def renew(self, lease: ControlLoopLease, *, expires_at: datetime) -> bool:
+        return self._held_by(lease).update(lease_expires_at=expires_at) == 1
+
+    def release(self, lease: ControlLoopLease) -> bool:
+        return self._held_by(lease).update(lease_expires_at=None) == 1
+
+    def _held_by(self, lease: ControlLoopLease) -> models.QuerySet:
+        return self.filter(
+            pk=1, host=lease.host, pid=lease.pid, started_at=lease.since, lease_expires_at__isnull=False
+        )
+
+
 class ControlLoop(models.Model):
-    """The control loop's own record (one row): when it started and last swept."""
+    """The control loop's own record (one row): who holds it, when it started and last swept."""
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    # The holder (or the last one): the process that took the control loop, and when.
     host = models.CharField(max_length=200, blank=True)
     pid = models.PositiveIntegerField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # Until when the holder's claim stands unless it renews it; NULL once released (a graceful stop).
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
     last_reconcile_at = models.DateTimeField(null=True, blank=True)
     last_sweep_at = models.DateTimeField(null=True, blank=True)
     last_sweep_summary = models.JSONField(default=dict, blank=True)
     # Since when the control loop has seen the database without a break. Heartbeats missing from
     # before then are no evidence of a dead worker: nobody could write them (a database outage).
     watching_since = models.DateTimeField(null=True, blank=True)
+
+    objects = ControlLoopManager()
 
     class Meta:
         verbose_name = "control loop"

@@ -1,8 +1,11 @@
-"""The orphan sweep and startup reconciliation (SPEC §5).
+"""The orphan sweep, startup reconciliation, and the lease that lets one control loop run them (SPEC §5).
 
-Both are passes of conditional writes: a second control loop running the
-same pass at the same moment changes nothing more, and an operation whose
-worker heart-beats in between is left alone because its version moved.
+One control loop acts at a time: the process holding the control loop's row
+as a lease (`control_loop_take`). A second `supervise` waits as a standby;
+`reconcile` and `supervise --once` refuse unless forced. The passes are still
+conditional writes, so an operation whose worker heart-beats in between is
+left alone because its version moved, and a pass run twice changes nothing
+more.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
@@ -23,6 +28,7 @@ from operations.clock import db_now
 from operations.models import (
     QUEUED_STATUSES,
     ControlLoop,
+    ControlLoopLease,
     Operation,
     OperationEvent,
     OperationStatus,
@@ -232,7 +238,7 @@ def _requeue_unclaimed(now: datetime, report: SweepReport) -> None:
 
 
 def reconcile_startup(*, now: datetime | None = None) -> ReconcileReport:
-    """What the control loop does when it starts.
+    """What the control loop does when it starts (once it holds the lease, see control_loop_take).
 
     1. RUNNING backend-local operations died with the previous control loop:
        FAILED, saying whether a checkpoint can resume them.
@@ -262,15 +268,95 @@ def reconcile_startup(*, now: datetime | None = None) -> ReconcileReport:
             orphan_clock_from=now,
         ):
             report.pending_reconciliation.append(operation_id)
-    ControlLoop.objects.update_or_create(
-        pk=1,
-        defaults={
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "started_at": now,
-            "last_reconcile_at": now,
-            "watching_since": now,
-        },
-    )
+    ControlLoop.objects.update_or_create(pk=1, defaults={"last_reconcile_at": now, "watching_since": now})
     logger.info("Startup reconciliation: %s", report.as_dict())
     return report
+
+
+# --- the lease: one control loop at a time
+
+
+def control_loop_lease_seconds() -> float:
+    """How long a claim on the control loop stands unless renewed: WORKER_STALE_SECONDS, the silence after
+    which a worker, too, is taken for gone. Its holder renews it every third of that."""
+    return settings.WORKER_STALE_SECONDS
+
+
+def control_loop_holder() -> ControlLoopLease | None:
+    """The process holding the control loop now (a claim neither released nor expired), if any."""
+    return ControlLoop.objects.holder(now=db_now())
+
+
+def control_loop_take(
+    *, expired: bool = True, force: bool = False, host: str | None = None, pid: int | None = None
+) -> tuple[ControlLoopLease | None, ControlLoopLease | None]:
+    """Take the control loop for this process: (our lease or None, the live holder found).
+
+    1. Read who holds it; held, and not forced: (None, the holder).
+    2. Take it with one conditional UPDATE: released, or lapsed (unless `expired` is False: after an outage
+       of our own, a lapse proves nothing, its holder could not renew either), or, forced, whichever.
+       Of many racing, one wins.
+    3. Lost the race: read again, the winner is the holder now.
+    Forced, the holder found is the one displaced: it stops at its next renewal.
+    """
+    host = host if host is not None else socket.gethostname()
+    pid = pid if pid is not None else os.getpid()
+    holder = None
+    for _ in range(3):  # a holder may release it between our read and our write: then take it
+        now = db_now()
+        holder = ControlLoop.objects.holder(now=now)
+        if holder is not None and not force:
+            return None, holder
+        expires_at = now + timedelta(seconds=control_loop_lease_seconds())
+        if ControlLoop.objects.take(host=host, pid=pid, now=now, expires_at=expires_at, expired=expired, force=force):
+            lease = ControlLoopLease(host, pid, now, expires_at)
+            if holder is not None:
+                logger.warning("Took the control loop from %s by force", holder)
+            return lease, holder
+        if not expired:  # a lapsed claim left alone on purpose (or one just taken: seen at the next try)
+            return None, None
+    return None, holder
+
+
+def control_loop_renew(lease: ControlLoopLease) -> bool:
+    """Extend our claim for another control_loop_lease_seconds(); False: it is not ours any more (it expired
+    and another process took it, or one took it by force)."""
+    return ControlLoop.objects.renew(lease, expires_at=db_now() + timedelta(seconds=control_loop_lease_seconds()))
+
+
+def control_loop_release(lease: ControlLoopLease) -> bool:
+    """Give the control loop up (a graceful stop): a standby takes it at once instead of waiting for expiry."""
+    return ControlLoop.objects.release(lease)
+
+
+class ControlLoopBusy(Exception):
+    """A live control loop holds the lease: a one-shot reconciliation would act beside it."""
+
+    def __init__(self, holder: ControlLoopLease | None) -> None:
+        self.holder = holder
+        who = "another process holds it"
+        if holder is not None:
+            until = holder.expires_at.isoformat(timespec="seconds")
+            who = f"{holder} holds it (its claim runs until {until} unless renewed)"
+        super().__init__(
+            f"A control loop is running: {who}. Reconciling beside it would fail the research sessions it runs. "
+            f"Stop it first; if it is gone (killed), wait for its claim to lapse (at most WORKER_STALE_SECONDS, "
+            f"{control_loop_lease_seconds():g}s, after its last renewal) or pass --force to take the control loop "
+            "from it (a live one then stops)."
+        )
+
+
+@contextmanager
+def control_loop_held(*, force: bool = False) -> Iterator[ControlLoopLease | None]:
+    """Hold the control loop for a one-shot pass (`reconcile`, `supervise --once`), releasing it after.
+
+    Raises ControlLoopBusy if a live control loop holds it and `force` is not given; yields the holder
+    displaced by force, if any.
+    """
+    lease, holder = control_loop_take(force=force)
+    if lease is None:
+        raise ControlLoopBusy(holder)
+    try:
+        yield holder
+    finally:
+        control_loop_release(lease)

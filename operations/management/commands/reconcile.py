@@ -1,15 +1,29 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from operations.management.commands.sweep_orphans import write_report
-from operations.services.reconciliation import reconcile_startup
+from operations.services.reconciliation import ControlLoopBusy, control_loop_held, reconcile_startup
 
 
 class Command(BaseCommand):
     help = (
         "Run startup reconciliation: RUNNING worker operations await their worker's heartbeat "
-        "(PENDING_RECONCILIATION); RUNNING backend-local operations are FAILED."
+        "(PENDING_RECONCILIATION); RUNNING backend-local operations are FAILED. Refused while a "
+        "supervise holds the control loop (it would fail that one's research sessions), unless --force."
     )
 
-    def handle(self, *args, **options) -> None:
-        report = reconcile_startup()
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--force", action="store_true",
+            help="Reconcile even though a supervise holds the control loop, taking it from that one (a live one "
+                 "stops). For a supervise you know is gone, whose claim has not lapsed yet.",
+        )
+
+    def handle(self, *args, force: bool = False, **options) -> None:
+        try:
+            with control_loop_held(force=force) as displaced:
+                if displaced is not None:
+                    self.stderr.write(self.style.WARNING(f"Took the control loop from {displaced} (--force)."))
+                report = reconcile_startup()
+        except ControlLoopBusy as busy:
+            raise CommandError(str(busy)) from None
         write_report(self, report.as_dict(), nothing="Reconcile: nothing was running.", verbosity=options["verbosity"])
