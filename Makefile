@@ -5,12 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install demo bench test test-fast test-process run migrate
+.PHONY: help install demo bench test test-fast test-process test-resilience run migrate
 
 help:
 	@echo "make demo      train, cancel, resume and compare on a bare machine (SQLite, no services)"
 	@echo "make test      run the whole test suite against PostgreSQL (DATABASE_URL, default 127.0.0.1:5432)"
-	@echo "make bench     training checkpoint cost; backtest engine speed and checkpoint cost"
+	@echo "make bench     training checkpoint cost; backtest engine speed and checkpoint cost; load (PostgreSQL)"
 	@echo "make run       web + qcluster + supervise together; Ctrl+C stops all three"
 	@echo "make install   create $(VENV) and install requirements.txt"
 
@@ -28,6 +28,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/checkpoint_cost.py
 	$(PY) benchmarks/backtest_speed.py
+	$(PY) benchmarks/load.py
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -37,6 +38,10 @@ test-fast: $(STAMP)
 
 test-process: $(STAMP)
 	$(PY) -m pytest -m process $(PYTEST_ARGS)
+
+# The resilience suite alone; RESILIENCE_RUNS=5 runs each scenario five times as often (a soak).
+test-resilience: $(STAMP)
+	$(PY) -m pytest -m resilience $(PYTEST_ARGS)
 
 migrate: $(STAMP)
 	$(PY) manage.py migrate --noinput
