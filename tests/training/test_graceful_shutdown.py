@@ -12,6 +12,7 @@ from checkpoints.resume import operation_resume
 from operations.models import OperationStatus as S
 from operations.runtime.shutdown import GRACEFUL_SHUTDOWN_MESSAGE, descendants
 from tests.training.cluster import (
+    REQUEST,
     assert_checkpoint_on_disk,
     assert_same_model,
     status_of,
@@ -113,4 +114,8 @@ def test_a_batch_longer_than_the_budget_is_killed_in_time_and_the_sweep_fails_it
     wait_for(lambda: status_of(operation_id) == S.FAILED, timeout=15, what="FAILED by the sweep")
     operation = Checkpoint.objects.select_related("operation").get(pk=operation_id).operation
     assert operation.error_message.endswith("became unavailable")
-    assert operation.checkpoint.checkpoint_type == "periodic" and operation.checkpoint.state["epoch"] == 5
+    # The last periodic one before the stuck batch: progress is reported at heartbeats, so epoch 6 may have been
+    # seen a few epochs late, and the batch that got stuck may be in a later epoch.
+    epoch = operation.checkpoint.state["epoch"]
+    assert operation.checkpoint.checkpoint_type == "periodic"
+    assert epoch % REQUEST["checkpoint_every"] == 0 and 5 <= epoch <= operation.progress_current, epoch
