@@ -581,8 +581,9 @@ def sweep_bench(reference: datetime) -> dict[str, float | int]:
         f" median {ms(statistics.median(acting))} ms, max {ms(max(acting))} ms",
         f"    acted on {work} operations per pass: {counts['pending_reconciliation']} RUNNING → "
         f"PENDING_RECONCILIATION, {counts['failed']} → FAILED, {counts['requeued']} re-enqueued; "
-        f"{unavailable[0]} workers → UNAVAILABLE (the pass's report lists {counts['workers_unavailable']}: it leaves "
-        "out the workers it marks with their operations)"
+        f"{unavailable[0]} workers → UNAVAILABLE"
+        + ("" if unavailable[0] == counts["workers_unavailable"]
+           else f" (the pass's report lists {counts['workers_unavailable']})")
         + ("" if all(a == counts for a in acted) else f" (passes differed: {acted})"),
         f"    that is {1e3 * statistics.median(acting) / max(1, work):.2f} ms per operation acted on "
         f"({len(queries.queries)} queries in the pass)",

@@ -149,3 +149,14 @@ def short_intervals(settings):
     settings.REQUEUE_AFTER_SECONDS = 10
     settings.ORPHAN_CHECK_INTERVAL_SECONDS = 0.01
     return settings
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A PostgreSQL server of the test module's own (tests/support/postgres.py), to stop and start at will."""
+    from tests.support.postgres import ThrowawayPostgres
+
+    postgres = ThrowawayPostgres()
+    postgres.start()
+    yield postgres
+    postgres.destroy()

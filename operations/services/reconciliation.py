@@ -162,10 +162,10 @@ def _mark_stale_running(now: datetime, report: SweepReport) -> None:
             orphan_clock_from=anchor,
         ):
             report.pending_reconciliation.append(operation_id)
-            if worker_id:
-                Worker.objects.filter(pk=worker_id, last_seen_at__lt=cutoff).update(
-                    status=WorkerStatus.UNAVAILABLE
-                )
+            if worker_id and Worker.objects.filter(
+                pk=worker_id, status__in=[WorkerStatus.AVAILABLE, WorkerStatus.BUSY], last_seen_at__lt=cutoff
+            ).update(status=WorkerStatus.UNAVAILABLE):
+                report.workers_unavailable.append(worker_id)
 
 
 def _fail_expired_reconciliation(now: datetime, report: SweepReport) -> None:

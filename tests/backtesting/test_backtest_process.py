@@ -15,7 +15,6 @@ import signal
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from django.core.management import call_command
 
@@ -24,6 +23,7 @@ from checkpoints.models import Checkpoint
 from checkpoints.resume import operation_resume
 from operations.models import Operation, OperationStatus as S
 from operations.services.lifecycle import operation_cancel
+from tests.support.backtests import SLOW_SETTINGS, assert_same_backtest
 from tests.support.processes import wait_for
 from tests.training.cluster import Children, status_of, transitions, wait_until_terminal
 
@@ -37,22 +37,6 @@ REQUEST = {
     "params": {"fast": 10, "slow": 40, "allow_short": True},
     "checkpoint_every": 20_000,
 }
-SLOW_SETTINGS = '''\
-import time
-
-from config.settings.base import *  # noqa: F401,F403
-from backtesting import engine as _engine
-
-_run = _engine.Engine.run
-
-
-def _slowly(self, stop):
-    time.sleep(max(0, stop - self.state.next_bar) * 20e-6)  # about 50k bars per second
-    _run(self, stop)
-
-
-_engine.Engine.run = _slowly
-'''
 
 
 @pytest.fixture
@@ -85,15 +69,6 @@ def completed(operation_id: str) -> Operation:
     return operation
 
 
-def assert_same_result(resumed: Operation, straight: Operation) -> None:
-    first, second = resumed.result, straight.result
-    assert first["trades"] == second["trades"]
-    assert first["metrics"] == second["metrics"]
-    assert first["equity_curve"] == second["equity_curve"]
-    assert np.array_equal(np.load(first["equity_curve_path"]), np.load(second["equity_curve_path"]))
-    assert len(first["trades"]) > 100
-
-
 def test_cancel_and_resume_at_random_bars_gives_the_straight_result(children, folders):
     slow_cluster(children, workers=2)
     straight = backtest()
@@ -119,7 +94,7 @@ def test_cancel_and_resume_at_random_bars_gives_the_straight_result(children, fo
     resumed = completed(interrupted)
     assert resumed.attempt == 3
     assert resumed.result["timings"]["bars_processed"] == BARS - landed[-1]
-    assert_same_result(resumed, completed(straight))
+    assert_same_backtest(resumed, completed(straight))
     assert not Checkpoint.objects.filter(pk=interrupted).exists()
     assert sorted(p.name for p in (folders["RESULTS_DIR"] / interrupted).iterdir()) == ["equity.npy"]
 
@@ -147,7 +122,7 @@ def test_a_killed_backtest_is_failed_by_the_sweep_and_resumes_to_the_straight_re
     straight = backtest()
     resumed = completed(operation_id)
     assert resumed.result["timings"]["bars_processed"] == BARS - checkpoint.state["bar_index"]
-    assert_same_result(resumed, completed(straight))
+    assert_same_backtest(resumed, completed(straight))
 
 
 def test_sigterm_to_the_cluster_checkpoints_the_backtest_and_the_resume_gives_the_straight_result(children, folders):
@@ -170,4 +145,4 @@ def test_sigterm_to_the_cluster_checkpoints_the_backtest_and_the_resume_gives_th
     operation_resume(operation_id=operation_id, actor="test")
     resumed = completed(operation_id)
     assert resumed.result["timings"]["bars_processed"] == BARS - checkpoint.state["bar_index"]
-    assert_same_result(resumed, completed(straight))
+    assert_same_backtest(resumed, completed(straight))

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import threading
-import urllib.error
-import urllib.request
 from collections import Counter
 
 import pytest
@@ -16,20 +12,11 @@ from checkpoints.services import checkpoint_save
 from operations.models import Operation, OperationEvent, OperationStatus as S
 from tests.conftest import queued_operation_ids
 from tests.factories import OperationFactory
+from tests.support.race import race_posts
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
 
 REQUESTS = 50
-
-
-def post(url: str, token: str, barrier: threading.Barrier) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=b"", headers={"Authorization": f"Token {token}"}, method="POST")
-    barrier.wait()
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def test_fifty_concurrent_resumes_one_wins(live_server, user, checkpoint_dir, training_executor):
@@ -42,23 +29,7 @@ def test_fifty_concurrent_resumes_one_wins(live_server, user, checkpoint_dir, tr
     ).saved
     token = Token.objects.create(user=user).key
     url = f"{live_server.url}/api/v1/operations/{operation.pk}/resume/"
-    barrier = threading.Barrier(REQUESTS)
-    replies: list[tuple[int, dict] | BaseException] = [None] * REQUESTS  # type: ignore[list-item]
-
-    def press(index: int) -> None:
-        try:
-            replies[index] = post(url, token, barrier)
-        except BaseException as exc:  # kept to fail the test with, not to hide
-            replies[index] = exc
-
-    threads = [threading.Thread(target=press, args=(index,)) for index in range(REQUESTS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-
-    errors = [reply for reply in replies if not isinstance(reply, tuple)]
-    assert errors == []
+    replies = race_posts(url, token, REQUESTS)
     statuses = Counter(status for status, _body in replies)
     assert statuses == {202: 1, 409: REQUESTS - 1}, statuses
     [winner] = [body for status, body in replies if status == 202]

@@ -33,6 +33,7 @@ class TestStaleRunning:
         fresh = running_operation_factory(last_heartbeat_at=ago(1))
         report = sweep_orphans()
         assert report.pending_reconciliation == [operation.pk]
+        assert report.workers_unavailable == [operation.worker_id]  # reported, though marked with its operation
         operation.refresh_from_db()
         assert operation.status == S.PENDING_RECONCILIATION
         assert operation.orphan_clock_from == operation.last_heartbeat_at

@@ -11,32 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from backtesting.services import backtest_start
 from operations.models import Operation
+from tests.support.backtests import SLOW_SETTINGS, assert_same_backtest as assert_backtests_equal
 from tests.training.cluster import Children, final_weights, train
 
-SLOW_SETTINGS = '''\
-"""Test only: the engine slowed by a sleep proportional to each chunk's bars (SLOW_SECONDS_PER_BAR)."""
-import os
-import time
-
-from config.settings.base import *  # noqa: F401,F403
-from backtesting import engine as _engine
-
-_run = _engine.Engine.run
-_per_bar = float(os.environ.get("SLOW_SECONDS_PER_BAR", "20e-6"))
-
-
-def _slowly(self, stop):
-    time.sleep(max(0, stop - self.state.next_bar) * _per_bar)
-    _run(self, stop)
-
-
-_engine.Engine.run = _slowly
-'''
 BACKTEST = {
     "symbol": "LONG",
     "timeframe": "1h",
@@ -79,12 +60,7 @@ def assert_same_training(resumed: Operation, straight: Operation, folders: dict[
 
 
 def assert_same_backtest(resumed: Operation, straight: Operation, folders: dict[str, Path]) -> None:
-    first, second = resumed.result, straight.result
-    assert first["trades"] == second["trades"]
-    assert first["metrics"] == second["metrics"]
-    assert first["equity_curve"] == second["equity_curve"]
-    assert np.array_equal(np.load(first["equity_curve_path"]), np.load(second["equity_curve_path"]))
-    assert len(first["trades"]) > 100
+    assert_backtests_equal(resumed, straight)
 
 
 JOBS = {

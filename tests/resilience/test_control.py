@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import threading
-import urllib.error
-import urllib.request
 from collections import Counter
 
 import pytest
@@ -27,6 +23,7 @@ from tests.resilience.fire import (
     wait_for_status,
 )
 from tests.resilience.jobs import JOBS, start_training, training_cluster
+from tests.support.race import race_posts
 from tests.training.cluster import ORPHAN_TIMEOUT_SECONDS, wait_until_completed
 
 pytestmark = [pytest.mark.process, pytest.mark.resilience, pytest.mark.django_db(transaction=True)]
@@ -69,16 +66,6 @@ def test_kill_supervise(children, folders, request, run):
     assert_settled([survivor, victim, straight])
 
 
-def post(url: str, token: str, barrier: threading.Barrier) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=b"", headers={"Authorization": f"Token {token}"}, method="POST")
-    barrier.wait()
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 @pytest.mark.scenario("50 concurrent resumes")
 @runs(1)
 def test_fifty_concurrent_resumes(children, folders, live_server, run):
@@ -94,21 +81,7 @@ def test_fifty_concurrent_resumes(children, folders, live_server, run):
     staff = get_user_model().objects.create_user("racer", password="secret-pass", is_staff=True)
     token = Token.objects.create(user=staff).key
     url = f"{live_server.url}/api/v1/operations/{operation_id}/resume/"
-    barrier = threading.Barrier(RESUMES)
-    replies: list = [None] * RESUMES
-
-    def press(index: int) -> None:
-        try:
-            replies[index] = post(url, token, barrier)
-        except BaseException as exc:  # kept to fail the test with, not to hide
-            replies[index] = exc
-
-    threads = [threading.Thread(target=press, args=(index,)) for index in range(RESUMES)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert [reply for reply in replies if not isinstance(reply, tuple)] == []
+    replies = race_posts(url, token, RESUMES)
     assert Counter(status for status, _body in replies) == {202: 1, 409: RESUMES - 1}
     assert {body["code"] for status, body in replies if status == 409} <= {"RESUME_CONFLICT", "OPERATION_NOT_RESUMABLE"}
 

@@ -14,9 +14,8 @@ import pytest
 
 from tests.resilience.conftest import runs
 from tests.resilience.fire import pause, seeded
-from tests.resilience.jobs import SLOW_SETTINGS
+from tests.support.backtests import SLOW_SETTINGS
 from tests.support.deployment import Deployment
-from tests.support.postgres import ThrowawayPostgres
 from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.process, pytest.mark.resilience]
@@ -33,14 +32,6 @@ INTERVALS = {
 }
 BACKTEST = ["--symbol", "LONG", "--timeframe", "1h", "--strategy", "sma_cross", "--param", "fast=10",
             "--param", "slow=40", "--param", "allow_short=true", "--checkpoint-every", "20000"]
-
-
-@pytest.fixture(scope="module")
-def server():
-    postgres = ThrowawayPostgres()
-    postgres.start()
-    yield postgres
-    postgres.destroy()
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import time
 import pytest
 
 from tests.support.deployment import Deployment
-from tests.support.postgres import ThrowawayPostgres
 from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.process]
@@ -35,14 +34,6 @@ INTERVALS = {
     "OMP_NUM_THREADS": "1",
     "Q_WORKERS": "1",
 }
-
-
-@pytest.fixture(scope="module")
-def server():
-    postgres = ThrowawayPostgres()
-    postgres.start()
-    yield postgres
-    postgres.destroy()
 
 
 @pytest.fixture
