@@ -15,8 +15,9 @@ import torch
 
 from backtesting.services import backtest_start
 from operations.models import Operation
+from tests.resilience.fire import assert_settled
 from tests.support.backtests import SLOW_SETTINGS, assert_same_backtest as assert_backtests_equal
-from tests.training.cluster import Children, final_weights, train
+from tests.training.cluster import Children, final_weights, train, wait_until_completed
 
 BACKTEST = {
     "symbol": "LONG",
@@ -33,6 +34,15 @@ class Job:
     start: Callable[[], str]
     cluster: Callable[..., object]
     assert_same: Callable[[Operation, Operation, dict[str, Path]], None]
+
+    def assert_ends_as_straight(self, operation_id: str, folders: dict[str, Path], **overrides) -> Operation:
+        """The operation completes with exactly the result of a straight run of its request (started now, with
+        the same overrides), and the invariants hold for both."""
+        straight = self.start(**overrides)
+        completed = wait_until_completed(operation_id)
+        self.assert_same(completed, wait_until_completed(straight), folders)
+        assert_settled([operation_id, straight])
+        return completed
 
 
 def training_cluster(children: Children, workers: int = 2, **overrides: str):

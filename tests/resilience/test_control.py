@@ -56,14 +56,12 @@ def test_kill_supervise(children, folders, request, run):
     assert failed.error_message, failed
     assert_settled([survivor, victim])
     resume(victim)
-    straight = start_training()
-    completed = wait_until_completed(victim)
-    for operation_id in (survivor, straight):
-        JOBS["training"].assert_same(completed, wait_until_completed(operation_id), folders)
+    completed = JOBS["training"].assert_ends_as_straight(victim, folders)
+    JOBS["training"].assert_same(completed, wait_until_completed(survivor), folders)
     # The restart's reconciliation asks every run to show itself (PENDING_RECONCILIATION); the live one did.
     statuses = set(OperationEvent.objects.filter(operation_id=survivor).values_list("to_status", flat=True))
     assert S.FAILED not in statuses and Operation.objects.get(pk=survivor).attempt == 1, statuses
-    assert_settled([survivor, victim, straight])
+    assert_settled([survivor, victim])
 
 
 @pytest.mark.scenario("50 concurrent resumes")
@@ -88,6 +86,4 @@ def test_fifty_concurrent_resumes(children, folders, live_server, run):
     completed = wait_until_completed(operation_id)
     assert completed.attempt == 2
     assert OperationEvent.objects.filter(operation_id=operation_id, to_status=S.RESUMING).count() == 1
-    straight = start_training()
-    JOBS["training"].assert_same(completed, wait_until_completed(straight), folders)
-    assert_settled([operation_id, straight])
+    JOBS["training"].assert_ends_as_straight(operation_id, folders)
