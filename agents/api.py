@@ -10,7 +10,7 @@ from agents.models import Assessment
 from agents.params import SessionParamsSerializer
 from agents.services import session_start
 from operations.api.serializers import OperationDetailSerializer
-from operations.api.views import ERRORS, user_actor
+from operations.api.shared import ERRORS, user_actor
 
 
 class SessionCreateView(APIView):

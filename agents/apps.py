@@ -8,7 +8,8 @@ class AgentsConfig(AppConfig):
     def ready(self) -> None:
         from agents.panels import session_panel
         from operations import registry
+        from runtime.tasks import RUN_OPERATION_TASK
 
         # Run by the control loop, never enqueued (backend-local): the runtime's task in a thread of `supervise`.
-        registry.register_executor("agent_research", runner="agents.session.SessionRunner")
+        registry.register_executor("agent_research", RUN_OPERATION_TASK, runner="agents.session.SessionRunner")
         registry.register_detail_panel("agent_research", session_panel)

@@ -7,6 +7,8 @@ from typing import Any
 
 from agents.design import Assessed, Verdict, configuration_key
 from agents.models import Assessment
+from agents.params import SessionParamsSerializer
+from operations.api.shared import operation_start
 from operations.models import Operation
 
 
@@ -33,8 +35,5 @@ def session_start(*, data: dict, actor: str, owner=None) -> Operation:
 
     Raises rest_framework's ValidationError naming the field (the API's 400, the command's error).
     """
-    from agents.params import SessionParamsSerializer
-    from marketdata.params import series_operation_start
-
-    return series_operation_start(SessionParamsSerializer(data=data), operation_type="agent_research", actor=actor,
-                                  owner=owner, is_backend_local=True)
+    return operation_start(SessionParamsSerializer(data=data), operation_type="agent_research", actor=actor,
+                           owner=owner, is_backend_local=True)

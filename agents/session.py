@@ -26,11 +26,14 @@ from django.db import transaction
 
 from agents.design import SearchSpaceExhausted, Thresholds, assess, propose
 from agents.services import assessment_record, earlier_assessments
+from backtesting.services import backtest_start
 from checkpoints.models import Checkpoint, CheckpointType
-from checkpoints.resume import operation_resume
 from operations.models import TERMINAL_STATUSES, Operation, OperationStatus
-from operations.runtime.context import OperationCancelled, RunContext
 from operations.services.lifecycle import operation_cancel
+from runtime.context import OperationCancelled, RunContext
+from runtime.resume import operation_resume
+from training.params import DEFAULT_FEATURES
+from training.services import training_start
 
 logger = logging.getLogger(__name__)
 
@@ -178,9 +181,6 @@ class SessionRunner:
 
 
 def _start_training(session: Operation, params: dict[str, Any], configuration: dict[str, Any]) -> Operation:
-    from training.params import DEFAULT_FEATURES
-    from training.services import training_start
-
     data = {
         "symbol": params["symbol"], "timeframe": params["timeframe"], "start": params.get("start"),
         "end": params.get("end"), "epochs": configuration["epochs"], "hidden_sizes": configuration["hidden_sizes"],
@@ -196,8 +196,6 @@ def _start_backtest(session: Operation, params: dict[str, Any], configuration: d
                     training: str) -> Operation:
     """The model's backtest over its validation period, from its first whole day (a backtest starts on a date):
     no bar it was trained on."""
-    from backtesting.services import backtest_start
-
     first = pd.Timestamp(Operation.objects.get(pk=training).result["validation_start"])
     first_day = first.normalize() if first == first.normalize() else first.normalize() + pd.Timedelta(days=1)
     data = {

@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 from backtesting.params import BacktestParamsSerializer
 from backtesting.services import backtest_start
 from operations.api.serializers import OperationDetailSerializer
-from operations.api.views import ERRORS, user_actor
+from operations.api.shared import ERRORS, user_actor
 
 
 class BacktestCreateView(APIView):

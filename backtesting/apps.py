@@ -11,8 +11,9 @@ class BacktestingConfig(AppConfig):
         from backtesting.maintenance import spool_sweep
         from backtesting.panels import backtest_panel
         from operations import registry
+        from runtime.tasks import RUN_OPERATION_TASK
 
-        registry.register_executor("backtesting", runner="backtesting.runner.BacktestRunner")
+        registry.register_executor("backtesting", RUN_OPERATION_TASK, runner="backtesting.runner.BacktestRunner")
         registry.register_detail_panel("backtesting", backtest_panel)
         registry.register_maintenance(
             "backtest spool sweep", lambda: settings.CHECKPOINT_CLEANUP_INTERVAL_HOURS * 3600, spool_sweep

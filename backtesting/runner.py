@@ -21,15 +21,14 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
-from backtesting.engine import Costs, Engine, EngineState, equity_from_fills, metrics
 from backtesting.checkpoint import checkpoint_state, iso
+from backtesting.engine import Costs, Engine, EngineState, equity_from_fills, metrics
 from backtesting.spool import Spool, results_dir
 from backtesting.strategies import get_strategy
 from checkpoints.models import CheckpointType
 from checkpoints.policy import policy_for
 from marketdata.series import TIMEFRAMES, load_bars
-from operations.runtime.context import RunContext
-
+from runtime.context import RunContext
 
 CHUNK_BARS = 4096  # bars between two checks for cancel and shutdown
 SAVING_CHUNK_BARS = 256  # the same while a checkpoint is being saved beside the loop

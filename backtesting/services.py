@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from backtesting.params import BacktestParamsSerializer
-from marketdata.params import series_operation_start
+from operations.api.shared import operation_start
 from operations.models import Operation
 
 
@@ -10,5 +10,5 @@ def backtest_start(*, data: dict, actor: str, owner=None, parent: Operation | No
 
     Raises rest_framework's ValidationError naming the field (the API's 400, the command's error).
     """
-    return series_operation_start(BacktestParamsSerializer(data=data, context={"owner": owner}),
-                                  operation_type="backtesting", actor=actor, owner=owner, parent=parent)
+    return operation_start(BacktestParamsSerializer(data=data, context={"owner": owner}),
+                           operation_type="backtesting", actor=actor, owner=owner, parent=parent)

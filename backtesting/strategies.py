@@ -22,6 +22,7 @@ import pandas as pd
 from rest_framework import serializers
 
 from backtesting.engine import FLAT, HOLD, LONG, SHORT
+from training.features import FeatureSpec, raw_features, standardise
 
 STRATEGIES: dict[str, type["Strategy"]] = {}
 
@@ -109,9 +110,9 @@ class ModelStrategy(Strategy):
     Params = ModelParams
 
     def decisions(self, bars: pd.DataFrame) -> np.ndarray:
+        # torch (about 0.8 s and 200 MB to import) is loaded by the model strategy only, not by every backtest.
         import torch
 
-        from training.features import FeatureSpec, raw_features, standardise
         from training.model import DirectionClassifier
 
         saved = json.loads(Path(self.params["feature_spec_path"]).read_text())

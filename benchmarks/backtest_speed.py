@@ -48,13 +48,13 @@ def main() -> None:
 
     from django.db import connection
 
+    from backtesting import runner as runner_module
     from backtesting.engine import HOLD, Engine
     from backtesting.params import BacktestParamsSerializer
-    from backtesting import runner as runner_module
     from backtesting.runner import BacktestRunner
-    from operations.runtime.context import RunContext
     from operations.services.lifecycle import operation_claim, operation_create
     from operations.services.workers import worker_register
+    from runtime.context import RunContext
 
     worker_register(worker_id="bench:bench:1")
     runner_module.load_bars = functools.lru_cache(maxsize=None)(runner_module.load_bars)  # it only reads them
@@ -90,7 +90,7 @@ def main() -> None:
 
     backtest(0)  # warm-up; and the worker's committer process started, as on a worker that ran a backtest before
     backtest(10_000)
-    from operations.runtime import context as runtime_context
+    from runtime import context as runtime_context
 
     def eager(every: int):
         """A run with no rest after a checkpoint (neither the saver's nor the loop's): the next due checkpoint is

@@ -30,9 +30,9 @@ def main() -> None:
     from torch import nn
 
     from checkpoints.services import checkpoint_save
-    from operations.runtime.context import RunContext
     from operations.services.lifecycle import operation_claim, operation_create
     from operations.services.workers import worker_register
+    from runtime.context import RunContext
 
     torch.manual_seed(0)
     x = torch.randn(SAMPLES, FEATURES)

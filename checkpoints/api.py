@@ -1,4 +1,4 @@
-"""Checkpoint and resume endpoints (SPEC §7, §9): thin views over checkpoints.services and .resume."""
+"""Checkpoint endpoints: thin views over checkpoints.services (resume is the runtime's: runtime/api.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from rest_framework.views import APIView
 
 from checkpoints.exceptions import CheckpointNotFound
 from checkpoints.models import Checkpoint
-from checkpoints.resume import operation_resume
 from checkpoints.services import (
     MAX_AGE_DAYS,
     checkpoint_cleanup,
@@ -24,7 +23,7 @@ from checkpoints.services import (
 )
 from operations import selectors
 from operations.api.serializers import OperationIdField
-from operations.api.views import ERRORS, ErrorSerializer, path_value, user_actor
+from operations.api.shared import ERRORS, ErrorSerializer, path_value
 
 
 class CheckpointSerializer(serializers.ModelSerializer):
@@ -81,21 +80,6 @@ class CleanupReplySerializer(serializers.Serializer):
     count = serializers.IntegerField()
 
 
-class ResumedFromSerializer(serializers.Serializer):
-    checkpoint_type = serializers.CharField()
-    created_at = serializers.DateTimeField()
-    epoch = serializers.IntegerField(required=False)
-    bar_index = serializers.IntegerField(required=False)
-    phase = serializers.CharField(required=False)
-    progress_percent = serializers.FloatField()
-
-
-class ResumeReplySerializer(serializers.Serializer):
-    operation_id = serializers.CharField()
-    status = serializers.CharField()
-    resumed_from = ResumedFromSerializer()
-
-
 class StatsSerializer(serializers.Serializer):
     total_checkpoints = serializers.IntegerField()
     total_size_bytes = serializers.IntegerField()
@@ -117,24 +101,6 @@ def visible_checkpoint(request: Request, operation_id: str) -> Checkpoint:
     if checkpoint is None:
         raise CheckpointNotFound(operation_id)
     return checkpoint
-
-
-class OperationResumeView(APIView):
-    @extend_schema(
-        request=None,
-        responses={
-            202: ResumeReplySerializer,
-            409: OpenApiResponse(ErrorSerializer, description="OPERATION_NOT_RESUMABLE or RESUME_CONFLICT"),
-            422: OpenApiResponse(ErrorSerializer, description="CHECKPOINT_CORRUPTED, naming the artifacts"),
-            503: OpenApiResponse(ErrorSerializer, description="RESUME_ENQUEUE_FAILED: status put back"),
-            **ERRORS,
-        },
-    )
-    def post(self, request: Request, operation_id: str) -> Response:
-        operation_id = path_value(OperationIdField, "operation_id", operation_id)
-        selectors.operation_get(operation_id=operation_id, user=request.user)  # another user's: 404
-        result = operation_resume(operation_id=operation_id, actor=user_actor(request))
-        return Response(ResumeReplySerializer(result.as_dict()).data, status=status.HTTP_202_ACCEPTED)
 
 
 class CheckpointListView(generics.ListAPIView):

@@ -3,7 +3,6 @@ from django.urls import path
 from checkpoints import api
 
 urlpatterns = [
-    path("operations/<str:operation_id>/resume/", api.OperationResumeView.as_view(), name="operation-resume"),
     path("checkpoints/", api.CheckpointListView.as_view(), name="checkpoint-list"),
     path("checkpoints/cleanup/", api.CheckpointCleanupView.as_view(), name="checkpoint-cleanup"),
     path("checkpoints/stats/", api.CheckpointStatsView.as_view(), name="checkpoint-stats"),

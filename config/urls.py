@@ -2,10 +2,11 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from operations.api.errors import json_not_found, json_server_error
+from operations.api.shared import json_not_found, json_server_error
 
 api_v1 = [
     path("", include("operations.api.urls")),
+    path("", include("runtime.urls")),
     path("", include("checkpoints.urls")),
     path("", include("training.urls")),
     path("", include("backtesting.urls")),

@@ -1,18 +1,16 @@
-"""The part of a request that names a market data series and a date range (training, backtests)."""
+"""The part of a request that names a market data series and a date range (training, backtests, sessions)."""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from rest_framework import serializers
 
 from marketdata.series import SYMBOL_RE, TIMEFRAMES, MarketDataError, series_path
-
-if TYPE_CHECKING:
-    from operations.models import Operation
+from operations.api.shared import OperationRequestSerializer
 
 
-class SeriesRangeSerializer(serializers.Serializer):
+class SeriesRangeSerializer(OperationRequestSerializer):
+    """A series and a date range; valid only once the series has data (checked last, after the whole request)."""
+
     symbol = serializers.RegexField(
         SYMBOL_RE, max_length=32, error_messages={"invalid": "Use 1-32 of A-Z, 0-9, '.', '_', '-'."}
     )
@@ -25,12 +23,10 @@ class SeriesRangeSerializer(serializers.Serializer):
             raise serializers.ValidationError({"end": "The end date is before the start date."})
         return data
 
-    def to_params(self) -> dict:
-        """JSON-ready params (dates as ISO strings)."""
-        data = dict(self.validated_data)
-        for key in ("start", "end"):
-            data[key] = data[key].isoformat() if data[key] else None
-        return data
+    def run_validation(self, data=serializers.empty):
+        value = super().run_validation(data)  # the fields, then every validate() of the request's serializers
+        require_series(value)
+        return value
 
 
 def require_series(params: dict) -> None:
@@ -49,15 +45,3 @@ def require_series(params: dict) -> None:
                 f"--timeframe {timeframe}`."
             }
         )
-
-
-def series_operation_start(request: SeriesRangeSerializer, *, operation_type: str, actor: str, owner=None,
-                           **create) -> Operation:
-    """Validate a request over a series (ValidationError naming the field), check its data exists, and record
-    the operation (`create`: the rest of operation_create's arguments, a parent or is_backend_local)."""
-    from operations.services.lifecycle import operation_create
-
-    request.is_valid(raise_exception=True)
-    params = request.to_params()
-    require_series(params)
-    return operation_create(operation_type=operation_type, params=params, actor=actor, owner=owner, **create)

@@ -72,7 +72,7 @@ class OperationAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     ordering = ["-created_at"]
     show_full_result_count = False  # a filtered page counts its own rows only, not the whole table again
-    actions = ["cancel_operations", "resume_operations", "delete_checkpoints"]
+    actions = ["cancel_operations"]  # resume and delete checkpoint: runtime/admin.py
     inlines = [OperationEventInline]
     readonly_fields = [
         "operation_id",
@@ -181,33 +181,6 @@ class OperationAdmin(admin.ModelAdmin):
             )
         for detail in refused:
             self.message_user(request, detail, messages.WARNING)
-
-    @admin.action(description="Resume selected operations from their checkpoints")
-    def resume_operations(self, request: HttpRequest, queryset: QuerySet[Operation]) -> None:
-        from checkpoints.resume import operation_resume  # the interface reaches up; the core never does
-
-        resumed = []
-        for operation_id in queryset.values_list("pk", flat=True):
-            try:
-                operation_resume(operation_id=operation_id, actor=f"admin:{request.user.get_username()}")
-                resumed.append(operation_id)
-            except ServiceError as exc:
-                self.message_user(request, f"{exc.code}: {exc.detail}", messages.WARNING)
-        if resumed:
-            self.message_user(request, f"{len(resumed)} resuming: {', '.join(resumed)}.", messages.SUCCESS)
-
-    @admin.action(description="Delete the checkpoints of selected operations")
-    def delete_checkpoints(self, request: HttpRequest, queryset: QuerySet[Operation]) -> None:
-        from checkpoints.services import checkpoint_discard
-
-        deleted = 0
-        for operation_id in queryset.filter(checkpoint__isnull=False).values_list("pk", flat=True):
-            try:
-                checkpoint_discard(operation_id)
-                deleted += 1
-            except ServiceError as exc:
-                self.message_user(request, exc.detail, messages.WARNING)
-        self.message_user(request, f"Deleted {deleted} checkpoint(s).", messages.SUCCESS)
 
 
 @admin.register(Worker)

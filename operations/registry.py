@@ -1,9 +1,10 @@
 """What the operations core knows of the layers above it: a registry they fill in.
 
-The core imports no other app. Each domain app registers, in its
-`AppConfig.ready()`, the django-q2 task that executes its operation type; the
-checkpoint store registers how to tell whether an operation has a checkpoint,
-and the periodic maintenance (cleanup) that the control loop runs for it.
+The core imports no other app (the import contract in pyproject.toml holds it to that). Each domain app
+registers, in its `AppConfig.ready()`, the django-q2 task that executes its operation type (the runtime's, as a
+rule) and the runner that task builds; the checkpoint store registers how to tell whether an operation has a
+checkpoint; the layers above register the periodic maintenance (cleanup) that the control loop runs for them,
+and what an operation's admin page shows of its domain.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.utils.module_loading import import_string
+
 from operations.exceptions import ExecutorNotRegistered
+from operations.ids import parse_operation_id
 
 logger = logging.getLogger(__name__)
-
-
-RUN_OPERATION_TASK = "operations.runtime.tasks.run_operation"
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,9 @@ _executors: dict[str, Executor] = {}
 _checkpoint_probe: Callable[[str], bool] | None = None
 
 
-def register_executor(operation_type: str, task: str = RUN_OPERATION_TASK, *, runner: str | None = None) -> None:
-    """Say how an operation type is executed: by the runtime's task and the domain's runner (the
-    usual case), or by a task of its own."""
+def register_executor(operation_type: str, task: str, *, runner: str | None = None) -> None:
+    """Say how an operation type is executed: by the runtime's task (`runtime.tasks.RUN_OPERATION_TASK`) and
+    the domain's runner (the usual case), or by a task of its own."""
     _executors[operation_type] = Executor(operation_type=operation_type, task=task, runner=runner)
 
 
@@ -57,6 +58,16 @@ def enqueue_operation(operation_id: str, operation_type: str) -> str:
     if executor is None:
         raise ExecutorNotRegistered(operation_type)
     return async_task(executor.task, operation_id, task_name=operation_id, group=operation_type)
+
+
+def run_task(operation_id: str) -> object:
+    """Run, in this process, the task registered for the operation's type, as a worker handed it by the broker
+    would (a task queued under a path that moved lands here through its forwarding module)."""
+    operation_type = parse_operation_id(operation_id)
+    executor = get_executor(operation_type)
+    if executor is None:
+        raise ExecutorNotRegistered(operation_type)
+    return import_string(executor.task)(operation_id)
 
 
 @dataclass(frozen=True)

@@ -116,9 +116,9 @@ def main() -> None:
     import torch
 
     from checkpoints.models import Checkpoint
-    from checkpoints.resume import operation_resume
     from operations.models import TERMINAL_STATUSES, Operation
     from operations.services.lifecycle import operation_cancel
+    from runtime.resume import operation_resume
 
     # The workers run scripts/demo_settings.py: the engine slowed so that a cancel lands midway.
     cluster = start("qcluster", "qcluster", "--settings", "demo_settings")

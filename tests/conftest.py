@@ -8,7 +8,15 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from operations import registry
-from tests.factories import OperationFactory, RunningOperationFactory, StaffFactory, UserFactory, WorkerFactory, WorkerUserFactory
+from runtime.tasks import RUN_OPERATION_TASK
+from tests.factories import (
+    OperationFactory,
+    RunningOperationFactory,
+    StaffFactory,
+    UserFactory,
+    WorkerFactory,
+    WorkerUserFactory,
+)
 
 
 @pytest.fixture
@@ -74,7 +82,7 @@ def worker_factory(db):
 
 
 @contextmanager
-def replaced_executor(operation_type: str, task: str = registry.RUN_OPERATION_TASK, runner: str | None = None):
+def replaced_executor(operation_type: str, task: str = RUN_OPERATION_TASK, runner: str | None = None):
     """Register an executor for the test, then put back whatever the apps had registered."""
     previous = registry.get_executor(operation_type)
     registry.register_executor(operation_type, task, runner=runner)

@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from operations.api.serializers import OperationDetailSerializer
-from operations.api.views import ERRORS, user_actor
+from operations.api.shared import ERRORS, user_actor
 from training.params import TrainingParamsSerializer
 from training.services import training_start
 

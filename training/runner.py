@@ -25,7 +25,7 @@ from torch import nn
 from checkpoints.models import CheckpointType
 from checkpoints.policy import policy_for
 from marketdata.series import load_bars
-from operations.runtime.context import RunContext
+from runtime.context import RunContext
 from training.features import FeatureSpec, fit, labels, raw_features, standardise
 from training.model import DirectionClassifier
 

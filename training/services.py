@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from marketdata.params import series_operation_start
+from operations.api.shared import operation_start
 from operations.models import Operation
 from training.params import TrainingParamsSerializer
 
@@ -10,5 +10,5 @@ def training_start(*, data: dict, actor: str, owner=None, parent: Operation | No
 
     Raises rest_framework's ValidationError naming the field (the API's 400, the command's error).
     """
-    return series_operation_start(TrainingParamsSerializer(data=data), operation_type="training", actor=actor,
-                                  owner=owner, parent=parent)
+    return operation_start(TrainingParamsSerializer(data=data), operation_type="training", actor=actor,
+                           owner=owner, parent=parent)

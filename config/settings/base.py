@@ -32,7 +32,8 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "operations",  # before django_q: its `qcluster` command wraps django-q2's
+    "operations",
+    "runtime",  # before django_q: its `qcluster` command wraps django-q2's
     "django_q",
     "checkpoints",
     "marketdata",
@@ -188,13 +189,13 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": [
-        "operations.api.parsers.JSONParser",
+        "operations.api.shared.JSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "operations.api.errors.exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "operations.api.pagination.Pagination",
+    "EXCEPTION_HANDLER": "operations.api.shared.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "operations.api.shared.Pagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.db import DatabaseError
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -25,6 +25,7 @@ from operations.api.serializers import (
     WorkerReplySerializer,
     WorkerSerializer,
 )
+from operations.api.shared import ERRORS, ErrorSerializer, path_value, user_actor
 from operations.models import ControlLoop, Worker
 from operations.services.lifecycle import CancelOutcome, operation_cancel
 from operations.services.workers import (
@@ -36,30 +37,6 @@ from operations.services.workers import (
     worker_heartbeat,
     worker_register,
 )
-
-ErrorSerializer = inline_serializer(
-    "Error",
-    fields={"code": serializers.CharField(), "detail": serializers.CharField(), "details": serializers.DictField()},
-)
-ERRORS = {
-    400: OpenApiResponse(ErrorSerializer, description="VALIDATION_ERROR: the detail names the field"),
-    401: OpenApiResponse(ErrorSerializer, description="No or bad credential"),
-    403: OpenApiResponse(ErrorSerializer, description="Not allowed"),
-    404: OpenApiResponse(ErrorSerializer, description="Not found (another user's operation too)"),
-}
-
-
-def user_actor(request: Request) -> str:
-    return f"user:{request.user.get_username()}"
-
-
-def path_value(field_class: type[serializers.Field], name: str, value: str) -> str:
-    """Validate an identifier taken from the URL; a bad one is a 400 naming it."""
-    try:
-        return field_class().run_validation(value)
-    except serializers.ValidationError as exc:
-        raise serializers.ValidationError({name: exc.detail}) from None
-
 
 # --- operations
 

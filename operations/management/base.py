@@ -1,4 +1,5 @@
-"""What the project's sub-command CLIs (`operations`, `checkpoints`) share."""
+"""What the project's commands share: sub-commands (`operations`, `checkpoints`), operation ids as arguments,
+and the report of a reconciliation pass (`reconcile`, `sweep_orphans`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
 from operations.exceptions import ServiceError
+from operations.ids import InvalidIdentifier, parse_operation_id
 
 
 class ActionCommand(BaseCommand):
@@ -25,3 +27,25 @@ class ActionCommand(BaseCommand):
 
     def write_json(self, body: Any) -> None:
         self.stdout.write(json.dumps(body, indent=2, default=str))
+
+
+def operation_id_argument(value: str) -> str:
+    """An operation id given on the command line; a malformed one is a one-line error naming the format."""
+    try:
+        parse_operation_id(value)
+    except InvalidIdentifier as exc:
+        raise CommandError(str(exc)) from None
+    return value
+
+
+def write_report(command: BaseCommand, changes: dict[str, list[str]], *, nothing: str, verbosity: int = 1) -> None:
+    if verbosity == 0:
+        return
+    if not any(changes.values()):
+        command.stdout.write(nothing)
+        return
+    for kind, items in changes.items():
+        for item in items:
+            command.stdout.write(f"{kind.replace('_', ' ')}: {item}")
+    summary = ", ".join(f"{len(items)} {kind.replace('_', ' ')}" for kind, items in changes.items() if items)
+    command.stdout.write(command.style.SUCCESS(summary))

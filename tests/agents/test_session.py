@@ -15,13 +15,14 @@ from agents import session as session_module
 from agents.models import Assessment
 from agents.services import session_start
 from checkpoints.models import Checkpoint
-from checkpoints.resume import operation_resume
 from marketdata.series import generate_bars, write_series
 from operations import registry
 from operations.api.serializers import OperationDetailSerializer
-from operations.models import Operation, OperationEvent, OperationStatus as S
-from operations.runtime.tasks import run_operation
+from operations.models import Operation, OperationEvent
+from operations.models import OperationStatus as S
 from operations.services.lifecycle import operation_cancel
+from runtime.resume import operation_resume
+from runtime.tasks import run_operation
 from tests.support.processes import run_operation_in_thread, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

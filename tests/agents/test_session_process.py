@@ -11,9 +11,10 @@ from django.core.management import call_command
 
 from agents.services import session_start
 from checkpoints.models import Checkpoint
-from checkpoints.resume import operation_resume
-from operations.models import Operation, OperationStatus as S
+from operations.models import Operation
+from operations.models import OperationStatus as S
 from operations.services.reconciliation import BACKEND_RESTART_WITH_CHECKPOINT
+from runtime.resume import operation_resume
 from tests.support.processes import wait_for
 from tests.training.cluster import Children, status_of, wait_until_completed, wait_until_terminal
 

@@ -62,7 +62,7 @@ class Stopper:
 
     def run(self, operation_id: str, bar: int | None = None, *, chunk: int | None = None, how: str = "cancel") -> str:
         from backtesting import runner as runner_module
-        from operations.runtime.tasks import run_operation
+        from runtime.tasks import run_operation
 
         names = [name for name in ("CHUNK_BARS", "SAVING_CHUNK_BARS") if hasattr(runner_module, name)]
         previous = {name: getattr(runner_module, name) for name in names}
@@ -114,7 +114,7 @@ def without_rest(monkeypatch, *, chunk_bars: int, seconds_per_chunk: float) -> N
     for the loop (LOOP_SHARE) after one, and a loop slower than a save (the real loop runs 10,000 bars in
     under 2 ms, faster than a first save connects to the database)."""
     from backtesting import engine, runner
-    from operations.runtime import context
+    from runtime import context
 
     monkeypatch.setattr(context, "SAVER_DUTY", 1.0)
     monkeypatch.setattr(context, "LOOP_SHARE", 1.0)

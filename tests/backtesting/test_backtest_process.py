@@ -20,9 +20,10 @@ from django.core.management import call_command
 
 from backtesting.services import backtest_start
 from checkpoints.models import Checkpoint
-from checkpoints.resume import operation_resume
-from operations.models import Operation, OperationStatus as S
+from operations.models import Operation
+from operations.models import OperationStatus as S
 from operations.services.lifecycle import operation_cancel
+from runtime.resume import operation_resume
 from tests.support.backtests import SLOW_SETTINGS, assert_same_backtest
 from tests.support.processes import wait_for
 from tests.training.cluster import Children, status_of, transitions, wait_until_terminal

@@ -16,11 +16,12 @@ import pytest
 
 from backtesting.runner import BacktestRunner
 from checkpoints.models import Checkpoint
-from checkpoints.resume import operation_resume
-from operations.models import Operation, OperationStatus as S
-from operations.runtime import committer as committer_module
-from operations.runtime.committer import Committer
-from operations.runtime.tasks import run_operation
+from operations.models import Operation
+from operations.models import OperationStatus as S
+from runtime import committer as committer_module
+from runtime.committer import Committer
+from runtime.resume import operation_resume
+from runtime.tasks import run_operation
 from tests.backtesting.conftest import generate, start_backtest, without_rest
 
 pytestmark = pytest.mark.django_db(transaction=True)

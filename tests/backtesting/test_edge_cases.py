@@ -13,18 +13,19 @@ import pandas as pd
 import pytest
 from django.conf import settings
 
-from backtesting.maintenance import spool_sweep
 from backtesting.engine import HOLD, LONG, Costs, Engine, metrics
+from backtesting.maintenance import spool_sweep
 from backtesting.runner import BacktestRunner
 from backtesting.spool import Spool
 from backtesting.strategies import SmaCross
 from checkpoints import services
 from checkpoints.models import Checkpoint
-from checkpoints.resume import operation_resume
 from checkpoints.services import checkpoint_discard
 from marketdata.series import write_series
-from operations.models import Operation, OperationStatus as S
-from operations.runtime.tasks import run_operation
+from operations.models import Operation
+from operations.models import OperationStatus as S
+from runtime.resume import operation_resume
+from runtime.tasks import run_operation
 from tests.backtesting.conftest import generate, start_backtest
 from tests.support.processes import run_operation_in_thread, wait_for
 

@@ -23,10 +23,11 @@ from backtesting.engine import HOLD, Engine
 from backtesting.spool import Spool
 from backtesting.strategies import SmaCross
 from checkpoints.models import Checkpoint
-from checkpoints.resume import operation_resume
 from marketdata.series import load_bars
-from operations.models import Operation, OperationStatus as S
-from operations.runtime.tasks import run_operation
+from operations.models import Operation
+from operations.models import OperationStatus as S
+from runtime.resume import operation_resume
+from runtime.tasks import run_operation
 from tests.backtesting.conftest import Stopper, generate, start_backtest
 from tests.support.processes import run_and_cancel_at
 

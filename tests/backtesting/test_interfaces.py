@@ -13,12 +13,13 @@ from django.urls import reverse
 
 from checkpoints.models import Checkpoint
 from operations.ids import new_operation_id
-from operations.models import Operation, OperationEvent, OperationStatus as S
-from operations.runtime.tasks import run_operation
-from tests.support.commands import assert_refused_by_name
+from operations.models import Operation, OperationEvent
+from operations.models import OperationStatus as S
+from runtime.tasks import run_operation
 from tests.backtesting.conftest import generate, start_backtest
 from tests.conftest import queued_operation_ids
 from tests.factories import OperationFactory
+from tests.support.commands import assert_refused_by_name
 
 URL = "/api/v1/backtests/"
 DEFAULT_PARAMS = {

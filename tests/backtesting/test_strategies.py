@@ -17,10 +17,11 @@ from backtesting.params import BacktestParamsSerializer
 from backtesting.services import backtest_start
 from backtesting.strategies import STRATEGIES, ModelStrategy, SmaCross, Strategy, get_strategy, register_strategy
 from marketdata.series import generate_bars, load_bars
-from operations.models import Operation, OperationStatus as S
-from operations.runtime.context import RunContext
-from operations.runtime.tasks import run_operation
+from operations.models import Operation
+from operations.models import OperationStatus as S
 from operations.services.lifecycle import operation_create
+from runtime.context import RunContext
+from runtime.tasks import run_operation
 from tests.backtesting.conftest import generate
 from training.features import FeatureSpec, fit, labels, raw_features, standardise
 from training.model import DirectionClassifier

@@ -12,9 +12,10 @@ from playwright.sync_api import Locator, Page, expect
 
 from checkpoints.models import Checkpoint
 from marketdata.series import generate_bars, write_series
-from operations import registry
-from operations.models import Operation, OperationStatus as S
+from operations.models import Operation
+from operations.models import OperationStatus as S
 from operations.services.lifecycle import operation_create
+from runtime.tasks import RUN_OPERATION_TASK
 from tests.conftest import queued_operation_ids
 from tests.factories import OperationFactory
 from tests.support.processes import run_and_cancel_at, run_operation_in_thread
@@ -146,7 +147,7 @@ def test_resume_a_cancelled_training_from_the_admin(page: Page, console_errors, 
     expect(page.locator("#result_list tbody tr")).to_have_count(0)  # no longer resumable
 
     # A worker takes it from the queue: the runtime's task, in a thread beside the live server.
-    assert OrmQ.objects.get().task["func"] == registry.RUN_OPERATION_TASK
+    assert OrmQ.objects.get().task["func"] == RUN_OPERATION_TASK
     thread, outcome = run_operation_in_thread(operation.pk)
     thread.join(timeout=RUN_TIMEOUT)
     assert outcome == ["completed"], outcome or "still running"

@@ -16,11 +16,17 @@ from django.db import OperationalError, transaction
 
 from checkpoints import services
 from checkpoints.models import Checkpoint
-from checkpoints.services import Fence, checkpoint_delete, checkpoint_forget_folder, checkpoint_load, checkpoint_save
-from checkpoints.services import checkpoint_sweep_orphans
+from checkpoints.services import (
+    Fence,
+    checkpoint_delete,
+    checkpoint_forget_folder,
+    checkpoint_load,
+    checkpoint_save,
+    checkpoint_sweep_orphans,
+)
 from operations.models import Operation
-from operations.runtime import context as context_module
-from operations.runtime.context import RunContext
+from runtime import context as context_module
+from runtime.context import RunContext
 from tests.support.commits import CommitFailure
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the commits must really happen

@@ -9,7 +9,8 @@ from django.utils import timezone
 
 from checkpoints.services import checkpoint_save
 from operations import registry
-from operations.models import ControlLoop, Operation, OperationStatus as S, Worker, WorkerStatus
+from operations.models import ControlLoop, Operation, Worker, WorkerStatus
+from operations.models import OperationStatus as S
 from operations.services.reconciliation import (
     BACKEND_RESTART_WITH_CHECKPOINT,
     BACKEND_RESTART_WITHOUT_CHECKPOINT,

@@ -6,7 +6,8 @@ import pytest
 from django.forms.models import model_to_dict
 
 from operations.ids import new_operation_id
-from operations.models import Operation, OperationEvent, OperationStatus as S, Worker, WorkerStatus
+from operations.models import Operation, OperationEvent, Worker, WorkerStatus
+from operations.models import OperationStatus as S
 from operations.services.lifecycle import operation_cancel
 from operations.services.workers import (
     Action,

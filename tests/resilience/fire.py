@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 from checkpoints.models import Checkpoint
-from checkpoints.resume import operation_resume
-from operations.models import Operation, OperationStatus as S
+from operations.models import Operation
+from operations.models import OperationStatus as S
+from runtime.resume import operation_resume
 from tests.resilience.invariants import violations
 from tests.support.processes import wait_for
 

@@ -23,8 +23,9 @@ from django.conf import settings
 from checkpoints.exceptions import CheckpointCorrupted, CheckpointNotFound
 from checkpoints.models import Checkpoint
 from checkpoints.services import checkpoint_load
-from operations.models import Operation, OperationEvent, OperationStatus as S
-from operations.runtime.outbox import outbox_dir
+from operations.models import Operation, OperationEvent
+from operations.models import OperationStatus as S
+from runtime.outbox import outbox_dir
 
 CLAIMED_FROM = (S.PENDING, S.RESUMING)
 

@@ -11,10 +11,11 @@ import pytest
 from django_q.models import Task
 from django_q.tasks import async_task
 
-from operations.models import Operation, OperationStatus as S
-from operations.registry import RUN_OPERATION_TASK
-from operations.runtime.shutdown import GRACEFUL_SHUTDOWN_MESSAGE
+from operations.models import Operation
+from operations.models import OperationStatus as S
 from operations.services.lifecycle import operation_cancel, operation_create
+from runtime.shutdown import GRACEFUL_SHUTDOWN_MESSAGE
+from runtime.tasks import RUN_OPERATION_TASK
 from tests.resilience.conftest import runs
 from tests.resilience.fire import (
     assert_settled,

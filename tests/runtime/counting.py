@@ -9,7 +9,7 @@ from typing import Any
 
 from checkpoints.models import CheckpointType
 from checkpoints.policy import CheckpointPolicy
-from operations.runtime.context import RunContext
+from runtime.context import RunContext
 
 
 class CountingRunner:

@@ -1,4 +1,4 @@
-"""The committer process kept from one run to the next (operations/runtime/committer.py), its shared memory,
+"""The committer process kept from one run to the next (runtime/committer.py), its shared memory,
 its idle connection, and the saver's duty limit and lazy progress of RunContext.
 
 The child reads and writes the same database as the test, so these tests commit for real."""
@@ -19,10 +19,10 @@ from django.db import connection, transaction
 from checkpoints.models import Checkpoint
 from checkpoints.services import Append, SaveResult
 from operations.models import Operation
-from operations.runtime import committer as committers
-from operations.runtime import context as context_module
-from operations.runtime.committer import Committer, Mailbox
-from operations.runtime.context import RunContext
+from runtime import committer as committers
+from runtime import context as context_module
+from runtime.committer import Committer, Mailbox
+from runtime.context import RunContext
 from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,22 +9,24 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime
+from datetime import timezone as dt_timezone
 
 import pytest
 from django.db import IntegrityError, InterfaceError, OperationalError, connection
 
 from checkpoints.models import Checkpoint
-from operations.models import Operation, OperationStatus as S, Worker, WorkerStatus
-from operations.runtime import heartbeat as heartbeat_module
-from operations.runtime import tasks
-from operations.runtime.context import RunContext
-from operations.runtime.heartbeat import Heartbeat
-from operations.runtime.outbox import outbox_entries, outbox_remove, outbox_write
-from operations.runtime.shutdown import shutdown_requested
-from operations.runtime.worker import Backoff, GaveUp, register, until_reachable
+from operations.models import Operation, Worker, WorkerStatus
+from operations.models import OperationStatus as S
 from operations.services.lifecycle import operation_create
 from operations.services.workers import CompletedReport, worker_report_outcomes
+from runtime import heartbeat as heartbeat_module
+from runtime import tasks
+from runtime.context import RunContext
+from runtime.heartbeat import Heartbeat
+from runtime.outbox import outbox_entries, outbox_remove, outbox_write
+from runtime.shutdown import shutdown_requested
+from runtime.worker import Backoff, GaveUp, register, until_reachable
 from tests.conftest import replaced_executor
 from tests.runtime.counting import straight_total
 from tests.support.processes import run_operation_in_thread

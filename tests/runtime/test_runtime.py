@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-
 import pytest
 from django.db import connection
 
 from checkpoints.models import Checkpoint
-from checkpoints.resume import operation_resume
-from operations.models import Operation, OperationStatus as S, Worker
-from operations.runtime.tasks import current_worker_id, run_operation
+from operations.models import Operation, Worker
+from operations.models import OperationStatus as S
 from operations.services.lifecycle import operation_create
+from runtime.resume import operation_resume
+from runtime.tasks import current_worker_id, run_operation
 from tests.conftest import queued_operation_ids, replaced_executor
 from tests.runtime.counting import straight_total
 from tests.support.processes import run_and_cancel_at, run_operation_in_thread, wait_for

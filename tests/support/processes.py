@@ -93,7 +93,7 @@ def run_and_cancel_at(operation_id: str, current: int, *, timeout: float = 30) -
 
 def run_operation_in_thread(operation_id: str) -> tuple[threading.Thread, list[str]]:
     """The runtime task in a thread of its own (a worker beside the test); its outcome lands in the list."""
-    from operations.runtime.tasks import run_operation
+    from runtime.tasks import run_operation
 
     outcome: list[str] = []
 

@@ -8,9 +8,10 @@ import time
 import pytest
 
 from checkpoints.models import Checkpoint
-from checkpoints.resume import operation_resume
 from operations.models import OperationStatus as S
-from operations.runtime.shutdown import GRACEFUL_SHUTDOWN_MESSAGE, descendants
+from runtime.resume import operation_resume
+from runtime.shutdown import GRACEFUL_SHUTDOWN_MESSAGE, descendants
+from tests.support.processes import wait_for
 from tests.training.cluster import (
     REQUEST,
     assert_checkpoint_on_disk,
@@ -21,7 +22,6 @@ from tests.training.cluster import (
     wait_until_checkpoint_gone,
     wait_until_completed,
 )
-from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
 

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from checkpoints.models import Checkpoint
-from checkpoints.resume import operation_resume
 from checkpoints.services import checkpoint_sweep_orphans
-from operations.models import Operation, OperationStatus as S, Worker, WorkerStatus
+from operations.models import Operation, Worker, WorkerStatus
+from operations.models import OperationStatus as S
 from operations.services.lifecycle import operation_cancel
+from runtime.resume import operation_resume
 from tests.support.processes import wait_for
 from tests.training.cluster import (
     ORPHAN_CHECK_SECONDS,

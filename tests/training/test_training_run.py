@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from checkpoints.models import Checkpoint
-from checkpoints.resume import operation_resume
 from marketdata.series import generate_bars, write_series
-from operations.models import Operation, OperationStatus as S
-from operations.runtime.tasks import run_operation
+from operations.models import Operation
+from operations.models import OperationStatus as S
 from operations.services.lifecycle import operation_create
+from runtime.resume import operation_resume
+from runtime.tasks import run_operation
 from tests.support.processes import run_and_cancel_at
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -18,8 +18,7 @@ from checkpoints.services import (
     checkpoint_stats,
     checkpoints_expired,
 )
-from operations.management.base import ActionCommand
-from operations.management.commands.operations import operation_id_argument
+from operations.management.base import ActionCommand, operation_id_argument
 
 
 def human_size(size: int) -> str:

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from operations.management.commands.sweep_orphans import write_report
+from operations.management.base import write_report
 from operations.services.reconciliation import ControlLoopBusy, control_loop_held, reconcile_startup
 
 

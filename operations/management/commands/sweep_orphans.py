@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand
 
+from operations.management.base import write_report
 from operations.services.reconciliation import sweep_orphans
 
 
@@ -10,15 +11,3 @@ class Command(BaseCommand):
         report = sweep_orphans()
         write_report(self, report.as_dict(), nothing="Sweep: nothing to change.", verbosity=options["verbosity"])
 
-
-def write_report(command: BaseCommand, changes: dict[str, list[str]], *, nothing: str, verbosity: int = 1) -> None:
-    if verbosity == 0:
-        return
-    if not any(changes.values()):
-        command.stdout.write(nothing)
-        return
-    for kind, items in changes.items():
-        for item in items:
-            command.stdout.write(f"{kind.replace('_', ' ')}: {item}")
-    summary = ", ".join(f"{len(items)} {kind.replace('_', ' ')}" for kind, items in changes.items() if items)
-    command.stdout.write(command.style.SUCCESS(summary))

@@ -14,11 +14,10 @@ from django.conf import settings
 from django.db import connection
 
 from checkpoints.services import Append, Fence, LoadedCheckpoint, SaveResult, checkpoint_forget_folder, checkpoint_save
-from operations.runtime import committer as committers
-from operations.runtime.committer import Committer, CommitterGone
-from operations.runtime.shutdown import shutdown_requested
 from operations.services.workers import Progress
-
+from runtime import committer as committers
+from runtime.committer import Committer, CommitterGone
+from runtime.shutdown import shutdown_requested
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +170,7 @@ class RunContext:
         """A checkpoint of state and appends (no artifacts), saved beside the run; one save in flight at most.
 
         With CHECKPOINT_COMMITTER=process (the default) a child process writes
-        the appends and commits (operations/runtime/committer.py), so the run's
+        the appends and commits (runtime/committer.py), so the run's
         loop keeps the GIL; with `thread`, or if the child cannot be used, a
         thread does. `state` makes the state when the saver calls it: a partial
         of a module's function with positional arguments. `last_save` is

@@ -9,7 +9,8 @@ from rest_framework.authtoken.models import Token
 
 from checkpoints.models import Checkpoint
 from checkpoints.services import checkpoint_save
-from operations.models import Operation, OperationEvent, OperationStatus as S
+from operations.models import Operation, OperationEvent
+from operations.models import OperationStatus as S
 from tests.conftest import queued_operation_ids
 from tests.factories import OperationFactory
 from tests.support.race import race_posts

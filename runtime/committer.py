@@ -47,7 +47,7 @@ from django.db import connection
 from checkpoints.services import Append, SaveResult
 
 HEADER = struct.Struct("!I")
-CHILD = "import django, sys; django.setup(); from operations.runtime.committer import serve; serve(int(sys.argv[1]))"
+CHILD = "import django, sys; django.setup(); from runtime.committer import serve; serve(int(sys.argv[1]))"
 
 
 class CommitterGone(Exception):

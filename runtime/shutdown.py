@@ -2,7 +2,7 @@
 
 django-q2 does not tell a running task about SIGTERM: its cluster stops
 pulling tasks and waits for the running ones without limit. Our `qcluster`
-command (operations/management/commands/qcluster.py) therefore, on SIGTERM or
+command (runtime/management/commands/qcluster.py) therefore, on SIGTERM or
 SIGINT, sends SIGUSR1 to each of its worker processes before letting
 django-q2 stop. A worker process records its pid when it is spawned and turns
 SIGUSR1 into a flag that the running operation sees at its next batch or bar:

@@ -12,9 +12,10 @@ from django.db import OperationalError, connection
 from django.utils import timezone
 
 from operations.clock import db_now
-from operations.management.commands import supervise
-from operations.models import ControlLoop, Operation, OperationStatus as S, Worker, WorkerStatus
+from operations.models import ControlLoop, Operation, Worker, WorkerStatus
+from operations.models import OperationStatus as S
 from operations.services.reconciliation import control_loop_regained_database, reconcile_startup, sweep_orphans
+from runtime.management.commands import supervise
 from tests.conftest import queued_operation_ids
 
 LOST = "server closed the connection unexpectedly"
@@ -286,7 +287,7 @@ def output(command: supervise.Command) -> str:
 
 
 def supervise_warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "operations.supervise" and r.levelno == logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name == "runtime.supervise" and r.levelno == logging.WARNING]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -15,8 +15,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection
 
-from operations.management.commands import reconcile, supervise
-from operations.models import ControlLoop, ControlLoopLease, Operation, OperationEvent, OperationStatus as S
+from operations.management.commands import reconcile
+from operations.models import ControlLoop, ControlLoopLease, Operation, OperationEvent
+from operations.models import OperationStatus as S
 from operations.services.reconciliation import (
     BACKEND_RESTART_WITHOUT_CHECKPOINT,
     control_loop_holder,
@@ -25,6 +26,7 @@ from operations.services.reconciliation import (
     control_loop_take,
 )
 from operations.services.workers import CurrentOperation, worker_heartbeat
+from runtime.management.commands import supervise
 from tests.support.processes import ManagedProcess, child_env, wait_for
 
 

@@ -8,9 +8,9 @@ import threading
 from django.conf import settings
 from django.db import connection
 
-from operations.runtime.context import RunContext
-from operations.runtime.worker import DATABASE_UNREACHABLE, Backoff, database_lost, register
 from operations.services.workers import Action, CurrentOperation, Instruction, worker_heartbeat
+from runtime.context import RunContext
+from runtime.worker import DATABASE_UNREACHABLE, Backoff, database_lost, register
 
 logger = logging.getLogger(__name__)
 

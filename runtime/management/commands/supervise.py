@@ -20,8 +20,6 @@ from django.db import DatabaseError, close_old_connections, connection
 
 from operations import registry
 from operations.models import QUEUED_STATUSES, ControlLoopLease, Operation
-from operations.runtime.shutdown import shutdown_requested
-from operations.runtime.tasks import run_operation
 from operations.services.reconciliation import (
     ControlLoopBusy,
     control_loop_held,
@@ -34,8 +32,10 @@ from operations.services.reconciliation import (
     reconcile_startup,
     sweep_orphans,
 )
+from runtime.shutdown import shutdown_requested
+from runtime.tasks import run_operation
 
-logger = logging.getLogger("operations.supervise")
+logger = logging.getLogger("runtime.supervise")
 
 
 class Command(BaseCommand):

@@ -1,16 +1,30 @@
-"""One error body for the whole API: {"code", "detail", "details"} (SPEC §9)."""
+"""What every app's API shares, in one place: one error body for the whole API ({"code", "detail",
+"details"}) and the error responses its schema documents, the JSON parser and the pagination (both named in
+the settings), the actor of a request, an identifier taken from the path, and starting an operation from a
+validated request.
+
+Every app's views import these from here; no app imports another app's views.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, JsonResponse
-from rest_framework import exceptions, status
+from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from rest_framework import exceptions, parsers, serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 from operations.exceptions import ServiceError
+from operations.models import Operation
+from operations.services.lifecycle import operation_create
+
+# --- errors
 
 _CODES: list[tuple[type[Exception], str]] = [
     (exceptions.ValidationError, "VALIDATION_ERROR"),
@@ -69,6 +83,10 @@ def _validation_detail(errors: Any) -> str:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ServiceError):
         return Response(error_body(exc.code, exc.detail, exc.details), status=exc.status_code)
+    # Imported here, not with this module: rest_framework.views reads this module's JSONParser (the settings name
+    # it) when it is first imported, and would find this module half-imported.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -96,3 +114,67 @@ def json_server_error(request) -> JsonResponse:
         error_body("SERVER_ERROR", "The server failed to answer this request; it has been logged."),
         status=status.HTTP_500_INTERNAL_SERVER_ERROR,
     )
+
+
+ErrorSerializer = inline_serializer(
+    "Error",
+    fields={"code": serializers.CharField(), "detail": serializers.CharField(), "details": serializers.DictField()},
+)
+ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="VALIDATION_ERROR: the detail names the field"),
+    401: OpenApiResponse(ErrorSerializer, description="No or bad credential"),
+    403: OpenApiResponse(ErrorSerializer, description="Not allowed"),
+    404: OpenApiResponse(ErrorSerializer, description="Not found (another user's operation too)"),
+}
+
+
+# --- requests
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, and a body nested too deeply for Python's parser is a 400 too, not a 500."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply") from None
+
+
+class Pagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+def user_actor(request: Request) -> str:
+    return f"user:{request.user.get_username()}"
+
+
+def path_value(field_class: type[serializers.Field], name: str, value: str) -> str:
+    """Validate an identifier taken from the URL; a bad one is a 400 naming it."""
+    try:
+        return field_class().run_validation(value)
+    except serializers.ValidationError as exc:
+        raise serializers.ValidationError({name: exc.detail}) from None
+
+
+# --- starting an operation
+
+class OperationRequestSerializer(serializers.Serializer):
+    """The request that starts an operation (a training, a backtest, a research session): validated once, kept
+    as the operation's params, read back by its runner."""
+
+    def to_params(self) -> dict[str, Any]:
+        """The validated request as it is stored: JSON (dates as ISO strings)."""
+        return json.loads(json.dumps(self.validated_data, cls=DjangoJSONEncoder))
+
+
+def operation_start(request: OperationRequestSerializer, *, operation_type: str, actor: str, owner=None,
+                    **create: Any) -> Operation:
+    """Validate a request and record the operation it asks for, enqueued after commit.
+
+    Raises rest_framework's ValidationError naming the field: the API's 400, a command's error naming the
+    option. `create`: the rest of operation_create's arguments (a parent, is_backend_local).
+    """
+    request.is_valid(raise_exception=True)
+    return operation_create(operation_type=operation_type, params=request.to_params(), actor=actor, owner=owner,
+                            **create)

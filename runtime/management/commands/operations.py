@@ -1,4 +1,5 @@
-"""`manage.py operations list|status|cancel|resume`: thin callers of the selectors and services."""
+"""`manage.py operations list|status|cancel|resume`: thin callers of the core's selectors and services, and of
+resume (which joins the checkpoint store and the core, hence this command's place in the runtime)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from checkpoints.models import position_text
 from operations import selectors
 from operations.api.serializers import OperationDetailSerializer, OperationSerializer
+from operations.management.base import ActionCommand, operation_id_argument
 from operations.management.follow import follow as follow_operation
-from operations.ids import InvalidIdentifier, parse_operation_id
-from operations.management.base import ActionCommand
 from operations.models import TERMINAL_STATUSES, OperationStatus, OperationType
 from operations.services.lifecycle import CancelOutcome, operation_cancel
+from runtime.api import ResumedFromSerializer
+from runtime.resume import operation_resume
 
 CLI_ACTOR = "cli"
 # Wide enough for "cancellation bar_index 12345678" and "cancellation phase BACKTESTING".
@@ -25,14 +28,6 @@ def checkpoint_cell(operation) -> str:
     if checkpoint is None:
         return "-"
     return f"{checkpoint.checkpoint_type} {checkpoint.position_text}".strip()[:CHECKPOINT_COLUMN]
-
-
-def operation_id_argument(value: str) -> str:
-    try:
-        parse_operation_id(value)
-    except InvalidIdentifier as exc:
-        raise CommandError(str(exc)) from None
-    return value
 
 
 class Command(ActionCommand):
@@ -154,10 +149,6 @@ class Command(ActionCommand):
 
     # --- resume
     def handle_resume(self, *, operation_id: str, follow: bool, json: bool, **_: Any) -> None:
-        from checkpoints.api import ResumedFromSerializer  # the interface reaches up; the core never does
-        from checkpoints.models import position_text
-        from checkpoints.resume import operation_resume
-
         operation_id = operation_id_argument(operation_id)
         result = operation_resume(operation_id=operation_id, actor=CLI_ACTOR)
         if not json:

@@ -15,22 +15,18 @@ from django.core.management import CommandError, call_command
 from django.db import connection, connections
 from django.utils.dateparse import parse_datetime
 
-from checkpoints import resume as resume_module
-from checkpoints.exceptions import (
-    CheckpointCorrupted,
-    CheckpointNotFound,
-    OperationNotResumable,
-    ResumeConflict,
-    ResumeEnqueueFailed,
-)
+from checkpoints.exceptions import CheckpointCorrupted, CheckpointNotFound
 from checkpoints.models import Checkpoint
-from checkpoints.resume import operation_resume
 from checkpoints.services import checkpoint_load, checkpoint_save
 from operations import registry
 from operations.exceptions import ExecutorNotRegistered, OperationNotFound
 from operations.ids import new_operation_id
-from operations.models import Operation, OperationEvent, OperationStatus as S
+from operations.models import Operation, OperationEvent
+from operations.models import OperationStatus as S
 from operations.services.lifecycle import operation_cancel, operation_claim, operation_finish
+from runtime import resume as resume_module
+from runtime.exceptions import OperationNotResumable, ResumeConflict, ResumeEnqueueFailed
+from runtime.resume import operation_resume
 from tests.conftest import queued_operation_ids
 from tests.factories import OperationFactory, WorkerFactory
 from tests.support.processes import ROOT, child_env
@@ -598,7 +594,7 @@ class TestCommand:
         assert parse_datetime(body["resumed_from"]["created_at"]) == checkpoint.created_at
 
     def test_resume_is_listed_in_the_help(self):
-        from operations.management.commands.operations import Command
+        from runtime.management.commands.operations import Command
 
         assert "resume" in Command().create_parser("manage.py", "operations").format_usage()
 

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
-from operations.runtime.outbox import outbox_entries, outbox_remove
 from operations.services.workers import CurrentOperation, WorkerReply, worker_register, worker_report_outcomes
+from runtime.outbox import outbox_entries, outbox_remove
 
 logger = logging.getLogger(__name__)
 

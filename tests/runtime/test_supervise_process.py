@@ -11,7 +11,8 @@ import pytest
 from rest_framework.authtoken.models import Token
 
 from operations.ids import new_operation_id
-from operations.models import Operation, OperationStatus as S
+from operations.models import Operation
+from operations.models import OperationStatus as S
 from tests.support.processes import ManagedProcess, child_env, wait_for
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]

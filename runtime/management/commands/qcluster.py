@@ -1,7 +1,7 @@
 """`manage.py qcluster`: django-q2's cluster, with graceful shutdown of the running operations.
 
 SIGTERM or SIGINT (docker stop, Kubernetes, Ctrl+C): each worker process is
-told to checkpoint and stop its operation (operations/runtime/shutdown.py),
+told to checkpoint and stop its operation (runtime/shutdown.py),
 then django-q2 stops as usual. Whatever is still running after
 SHUTDOWN_TIMEOUT_SECONDS is killed, so the process always exits in time.
 """
@@ -19,10 +19,10 @@ from django_q import cluster as django_q_cluster
 from django_q.cluster import Cluster
 from django_q.management.commands.qcluster import Command as DjangoQCommand
 
-from operations.runtime import shutdown
-from operations.runtime.worker import DATABASE_UNREACHABLE, outbox_report
+from runtime import shutdown
+from runtime.worker import DATABASE_UNREACHABLE, outbox_report
 
-logger = logging.getLogger("operations.qcluster")
+logger = logging.getLogger("runtime.qcluster")
 
 
 class Sentinel(django_q_cluster.Sentinel):

@@ -10,12 +10,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from checkpoints.exceptions import OperationNotResumable, ResumeConflict, ResumeEnqueueFailed
 from checkpoints.services import checkpoint_get, checkpoint_validate
 from operations import registry
 from operations.clock import db_now
 from operations.exceptions import ExecutorNotRegistered, OperationNotFound
 from operations.models import RESUMABLE_STATUSES, Operation, OperationStatus
+from runtime.exceptions import OperationNotResumable, ResumeConflict, ResumeEnqueueFailed
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from django.utils import timezone
 
 from checkpoints.models import Checkpoint
 from checkpoints.services import checkpoint_save
-from operations.models import ControlLoop, OperationStatus as S
+from operations.models import ControlLoop
+from operations.models import OperationStatus as S
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
