@@ -12,26 +12,19 @@ from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from operations import transitions
+from operations.transitions import (  # noqa: F401  (the statuses are the models' too)
+    QUEUED_STATUSES,
+    RESUMABLE_STATUSES,
+    TERMINAL_STATUSES,
+    OperationStatus,
+)
+
 
 class OperationType(models.TextChoices):
     TRAINING = "training", "Training"
     BACKTESTING = "backtesting", "Backtesting"
     AGENT_RESEARCH = "agent_research", "Agent research"
-
-
-class OperationStatus(models.TextChoices):
-    PENDING = "PENDING", "Pending"
-    RUNNING = "RUNNING", "Running"
-    RESUMING = "RESUMING", "Resuming"
-    PENDING_RECONCILIATION = "PENDING_RECONCILIATION", "Pending reconciliation"
-    COMPLETED = "COMPLETED", "Completed"
-    FAILED = "FAILED", "Failed"
-    CANCELLED = "CANCELLED", "Cancelled"
-
-
-TERMINAL_STATUSES = (OperationStatus.COMPLETED, OperationStatus.FAILED, OperationStatus.CANCELLED)
-QUEUED_STATUSES = (OperationStatus.PENDING, OperationStatus.RESUMING)
-RESUMABLE_STATUSES = (OperationStatus.CANCELLED, OperationStatus.FAILED)
 
 
 class _Unset:
@@ -54,16 +47,19 @@ class OperationQuerySet(models.QuerySet):
         fence_worker_id: Any = UNSET,
         fence_attempt: int | None = None,
         extra_filter: Q | None = None,
+        at: datetime | None = None,
         **changes: Any,
     ) -> bool:
         """Move one operation to `to_status` if it is still as expected; return whether it moved.
 
-        One conditional UPDATE (status, and optionally version, and the worker
-        and run that fence a worker's writes) with version + 1: two callers racing for the same transition cannot both
-        win, whatever the isolation level. The winner writes the event in the
-        same transaction, so history and state never disagree.
+        Only a change the transition table allows (operations/transitions.py) for this actor: any other raises
+        TransitionNotAllowed, before anything is written. One conditional UPDATE (the status, the table's guard,
+        and optionally the version, and the worker and run that fence a worker's writes) with version + 1: two
+        callers racing for the same transition cannot both win, whatever the isolation level. The winner writes
+        the event (at `at`, or now) in the same transaction, so history and state never disagree.
         """
-        conditions = Q(pk=operation_id, status__in=list(from_statuses))
+        from_statuses = list(from_statuses)
+        conditions = Q(pk=operation_id) & transitions.moving(from_statuses, to_status, actor)
         if version is not None:
             conditions &= Q(version=version)
         if fence_worker_id is not UNSET:
@@ -72,23 +68,38 @@ class OperationQuerySet(models.QuerySet):
             conditions &= Q(attempt=fence_attempt)
         if extra_filter is not None:
             conditions &= extra_filter
+        # previous_status is the status before the last change of status: a move to the same status (a cancel
+        # request, a re-enqueue) leaves it, so the worker that claimed a resume still sees it came from RESUMING.
+        if from_statuses != [to_status]:
+            changes["previous_status"] = F("status")
         with transaction.atomic():
-            won = self.filter(conditions).update(
-                status=to_status,
-                previous_status=F("status"),
-                version=F("version") + 1,
-                **changes,
-            )
+            won = self.filter(conditions).update(status=to_status, version=F("version") + 1, **changes)
             if won:
-                previous = self.filter(pk=operation_id).values_list("previous_status", flat=True).get()
+                if len(set(from_statuses)) == 1:
+                    previous = from_statuses[0]
+                else:
+                    previous = self.filter(pk=operation_id).values_list("previous_status", flat=True).get()
                 OperationEvent.objects.create(
                     operation_id=operation_id,
                     from_status=previous,
                     to_status=to_status,
                     reason=reason,
                     actor=actor,
+                    **({"at": at} if at is not None else {}),
                 )
         return won == 1
+
+    def enter(self, to_status: str, *, actor: str, reason: str, **fields: Any) -> "Operation":
+        """Create an operation in `to_status` with its first event, in one transaction: the transition table's
+        change from no status (created PENDING, or adopted RUNNING from a worker's report)."""
+        transitions.allowed(None, to_status, actor)
+        with transaction.atomic():
+            operation = self.create(status=to_status, **fields)
+            OperationEvent.objects.create(
+                operation=operation, from_status="", to_status=to_status, reason=reason, actor=actor,
+                at=operation.created_at,
+            )
+        return operation
 
     def visible_to(self, user) -> "OperationQuerySet":
         if user.is_staff:

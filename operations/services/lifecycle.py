@@ -7,34 +7,19 @@ import logging
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.db.models.functions import Coalesce
 
 from operations import registry
 from operations.clock import db_now
 from operations.exceptions import ExecutorNotRegistered, OperationNotCancellable, OperationNotFound
 from operations.ids import new_operation_id
-from operations.models import (
-    QUEUED_STATUSES,
-    TERMINAL_STATUSES,
-    Operation,
-    OperationEvent,
-    OperationStatus,
-    Worker,
-    WorkerStatus,
-)
+from operations.models import QUEUED_STATUSES, TERMINAL_STATUSES, Operation, OperationStatus, Worker, WorkerStatus
+from operations.transitions import worker_actor
 
 logger = logging.getLogger(__name__)
 
 S = OperationStatus
-
-# A worker's report of an outcome applies while the operation is still its own
-# and not terminal, or FAILED only because the sweep presumed it orphaned.
-REPORTABLE = Q(status__in=[S.RUNNING, S.PENDING_RECONCILIATION]) | Q(status=S.FAILED, presumed_orphan=True)
-
-
-def worker_actor(worker_id: str) -> str:
-    return f"worker:{worker_id}"
 
 
 def operation_create(
@@ -57,7 +42,10 @@ def operation_create(
         raise ExecutorNotRegistered(operation_type)
     now = db_now()
     with transaction.atomic():
-        operation = Operation.objects.create(
+        operation = Operation.objects.enter(
+            S.PENDING,
+            actor=actor,
+            reason="Created",
             operation_id=new_operation_id(operation_type, now),
             operation_type=operation_type,
             params=params,
@@ -66,9 +54,6 @@ def operation_create(
             parent=parent,
             created_at=now,
             queued_at=now if enqueue else None,
-        )
-        OperationEvent.objects.create(
-            operation=operation, from_status="", to_status=S.PENDING, reason="Created", actor=actor, at=now
         )
         if enqueue:
             transaction.on_commit(lambda: registry.enqueue_operation(operation.operation_id, operation_type))
@@ -135,20 +120,11 @@ def operation_cancel(*, operation_id: str, actor: str) -> CancelOutcome:
         if status == S.RUNNING:
             if current["cancel_requested_at"] is not None:
                 return CancelOutcome.ALREADY_REQUESTED
-            with transaction.atomic():
-                requested = Operation.objects.filter(
-                    pk=operation_id, status=S.RUNNING, cancel_requested_at__isnull=True
-                ).update(cancel_requested_at=now)
-                if requested:
-                    OperationEvent.objects.create(
-                        operation_id=operation_id,
-                        from_status=S.RUNNING,
-                        to_status=S.RUNNING,
-                        reason="Cancel requested",
-                        actor=actor,
-                        at=now,
-                    )
-                    return CancelOutcome.REQUESTED
+            if Operation.objects.transition(  # only while none is requested: the table's guard
+                operation_id, from_statuses=[S.RUNNING], to_status=S.RUNNING, actor=actor, reason="Cancel requested",
+                at=now, cancel_requested_at=now,
+            ):
+                return CancelOutcome.REQUESTED
             continue
         if Operation.objects.transition(
             operation_id,
@@ -203,8 +179,7 @@ def operation_finish(
         actor=worker_actor(worker_id),
         reason=reason or f"Reported {status.lower()} by its worker",
         fence_worker_id=worker_id,
-        fence_attempt=attempt,
-        extra_filter=REPORTABLE,
+        fence_attempt=attempt,  # FAILED only if presumed orphaned: the table's guard
         **changes,
     )
     if won:

@@ -30,16 +30,15 @@ from operations.models import (
     ControlLoop,
     ControlLoopLease,
     Operation,
-    OperationEvent,
     OperationStatus,
     Worker,
     WorkerStatus,
 )
+from operations.transitions import CONTROL_LOOP
 
 logger = logging.getLogger(__name__)
 
 S = OperationStatus
-CONTROL_LOOP = "control-loop"
 
 NO_WORKER_MESSAGE = "Operation was RUNNING but no worker claimed it"
 BACKEND_RESTART_WITH_CHECKPOINT = "Backend restarted - checkpoint available for resume"
@@ -200,8 +199,8 @@ def _fail(operation_id: str, from_status: str, version: int, message: str, now: 
 def _requeue_unclaimed(now: datetime, report: SweepReport) -> None:
     """A lost broker message must not leave an operation waiting forever.
 
-    Not a transition: only `queued_at` moves, conditionally on its old value,
-    so two control loops cannot both re-enqueue; the claim makes a duplicate
+    The status stays; the move is conditional on the old `queued_at`, so two
+    control loops cannot both re-enqueue; the claim makes a duplicate
     delivery harmless anyway.
     """
     cutoff = now - timedelta(seconds=settings.REQUEUE_AFTER_SECONDS)
@@ -216,21 +215,17 @@ def _requeue_unclaimed(now: datetime, report: SweepReport) -> None:
             logger.warning("Cannot re-enqueue %s: no executor for %s operations", operation_id, operation_type)
             continue
         with transaction.atomic():
-            moved = Operation.objects.filter(
-                Q(queued_at=queued_at) if queued_at else Q(queued_at__isnull=True),
-                pk=operation_id,
-                status=status,
-            ).update(queued_at=now)
-            if not moved:
-                continue
-            OperationEvent.objects.create(
-                operation_id=operation_id,
-                from_status=status,
+            if not Operation.objects.transition(
+                operation_id,
+                from_statuses=[status],
                 to_status=status,
-                reason=f"Re-enqueued: no worker claimed it for {settings.REQUEUE_AFTER_SECONDS:g}s",
                 actor=CONTROL_LOOP,
+                reason=f"Re-enqueued: no worker claimed it for {settings.REQUEUE_AFTER_SECONDS:g}s",
+                extra_filter=Q(queued_at=queued_at) if queued_at else Q(queued_at__isnull=True),
                 at=now,
-            )
+                queued_at=now,
+            ):
+                continue
             transaction.on_commit(
                 lambda op=operation_id, kind=operation_type: registry.enqueue_operation(op, kind)
             )

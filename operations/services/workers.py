@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 
 from operations.clock import db_now
 from operations.exceptions import WorkerNotFound
 from operations.ids import parse_operation_id, parse_worker_id
-from operations.models import Operation, OperationEvent, OperationStatus, Worker, WorkerStatus
-from operations.services.lifecycle import operation_finish, worker_actor
+from operations.models import Operation, OperationStatus, Worker, WorkerStatus
+from operations.services.lifecycle import operation_finish
+from operations.transitions import worker_actor
 
 logger = logging.getLogger(__name__)
 
@@ -291,26 +292,19 @@ def _create_reported(worker_id: str, report: CurrentOperation, now: datetime) ->
     """An operation the database does not know (lost with a restored backup, say): adopt it."""
     operation_type = parse_operation_id(report.operation_id)
     try:
-        with transaction.atomic():
-            Operation.objects.create(
-                operation_id=report.operation_id,
-                operation_type=operation_type,
-                status=S.RUNNING,
-                worker_id=worker_id,
-                attempt=report.attempt or 1,
-                params=report.params,
-                created_at=now,
-                started_at=now,
-                last_heartbeat_at=now,
-            )
-            OperationEvent.objects.create(
-                operation_id=report.operation_id,
-                from_status="",
-                to_status=S.RUNNING,
-                reason="Unknown operation reported by its worker: recorded as running",
-                actor=worker_actor(worker_id),
-                at=now,
-            )
+        Operation.objects.enter(
+            S.RUNNING,
+            actor=worker_actor(worker_id),
+            reason="Unknown operation reported by its worker: recorded as running",
+            operation_id=report.operation_id,
+            operation_type=operation_type,
+            worker_id=worker_id,
+            attempt=report.attempt or 1,
+            params=report.params,
+            created_at=now,
+            started_at=now,
+            last_heartbeat_at=now,
+        )
     except IntegrityError:
         return None  # created concurrently by a replay: look again
     return _instruction(report.operation_id, Action.CONTINUE, "Recorded as running on this worker")

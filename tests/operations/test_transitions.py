@@ -11,7 +11,8 @@ from django.db import connection
 
 from operations.exceptions import OperationNotCancellable, OperationNotFound
 from operations.ids import new_operation_id
-from operations.models import Operation, OperationEvent, OperationStatus as S, Worker, WorkerStatus
+from operations.models import Operation, OperationEvent, Worker, WorkerStatus
+from operations.models import OperationStatus as S
 from operations.services.lifecycle import (
     CancelOutcome,
     operation_cancel,
@@ -20,6 +21,7 @@ from operations.services.lifecycle import (
     operation_finish,
 )
 from operations.services.workers import worker_register
+from operations.transitions import worker_actor
 from tests.conftest import queued_operation_ids
 
 THREADS = 20
@@ -62,7 +64,7 @@ class TestTransition:
     def test_refuses_from_other_status_and_changes_nothing(self, operation_factory):
         operation = operation_factory(status=S.COMPLETED)
         assert not Operation.objects.transition(
-            operation.pk, from_statuses=[S.PENDING, S.RUNNING], to_status=S.CANCELLED, actor="test"
+            operation.pk, from_statuses=[S.PENDING, S.RESUMING], to_status=S.CANCELLED, actor="test"
         )
         operation.refresh_from_db()
         assert (operation.status, operation.version) == (S.COMPLETED, 0)
@@ -81,15 +83,16 @@ class TestTransition:
         operation = running_operation_factory(attempt=2)
         other = worker_factory()
         assert not Operation.objects.transition(
-            operation.pk, from_statuses=[S.RUNNING], to_status=S.FAILED, actor="t", fence_worker_id=other.pk
+            operation.pk, from_statuses=[S.RUNNING], to_status=S.FAILED, actor=worker_actor(other.pk),
+            fence_worker_id=other.pk,
         )
         assert not Operation.objects.transition(
-            operation.pk, from_statuses=[S.RUNNING], to_status=S.FAILED, actor="t",
-            fence_worker_id=operation.worker_id, fence_attempt=1,
+            operation.pk, from_statuses=[S.RUNNING], to_status=S.FAILED,
+            actor=worker_actor(operation.worker_id), fence_worker_id=operation.worker_id, fence_attempt=1,
         )
         assert Operation.objects.transition(
-            operation.pk, from_statuses=[S.RUNNING], to_status=S.FAILED, actor="t",
-            fence_worker_id=operation.worker_id, fence_attempt=2,
+            operation.pk, from_statuses=[S.RUNNING], to_status=S.FAILED,
+            actor=worker_actor(operation.worker_id), fence_worker_id=operation.worker_id, fence_attempt=2,
         )
 
 

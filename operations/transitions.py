@@ -1,0 +1,180 @@
+"""The statuses of an operation and every change between them: the one table that `transition()` obeys.
+
+Each row says from which status to which an operation may move, who may move it (a user, its worker, the
+control loop: the kind of the event's actor), when that happens, and, for some, a guard on the row that the
+move's conditional UPDATE includes (an operation FAILED moves on only if the sweep merely presumed it orphaned).
+A change the table does not list is a bug in its caller, not a lost race: `transition()` raises
+TransitionNotAllowed and writes nothing. Creation is the change from no status (`None`).
+
+docs/state-machine.md shows this table; a test holds the two together, and walks the table against the state
+machine the product promises.
+"""
+
+from __future__ import annotations
+
+import enum
+import operator
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import reduce
+
+from django.db import models
+from django.db.models import Q
+
+
+class OperationStatus(models.TextChoices):
+    PENDING = "PENDING", "Pending"
+    RUNNING = "RUNNING", "Running"
+    RESUMING = "RESUMING", "Resuming"
+    PENDING_RECONCILIATION = "PENDING_RECONCILIATION", "Pending reconciliation"
+    COMPLETED = "COMPLETED", "Completed"
+    FAILED = "FAILED", "Failed"
+    CANCELLED = "CANCELLED", "Cancelled"
+
+
+S = OperationStatus
+TERMINAL_STATUSES = (S.COMPLETED, S.FAILED, S.CANCELLED)
+QUEUED_STATUSES = (S.PENDING, S.RESUMING)
+RESUMABLE_STATUSES = (S.CANCELLED, S.FAILED)
+
+
+class By(enum.Enum):
+    """Who makes a transition: the kind of the actor its event names."""
+
+    USER = "user"  # a person (`user:<name>` in the API, `admin:<name>`, `cli`), or what acts for one (`session:<id>`)
+    WORKER = "worker"  # `worker:<worker id>`: the process executing the operation
+    CONTROL_LOOP = "control loop"  # `control-loop`: reconciliation and the orphan sweep
+
+
+CONTROL_LOOP = "control-loop"  # the actor the control loop's events name
+
+
+def worker_actor(worker_id: str) -> str:
+    return f"worker:{worker_id}"
+
+
+def actor_kind(actor: str) -> By:
+    if actor.startswith("worker:"):
+        return By.WORKER
+    if actor == CONTROL_LOOP:
+        return By.CONTROL_LOOP
+    return By.USER
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A condition on the operation's row, part of the move's conditional UPDATE."""
+
+    condition: Q
+    description: str
+
+
+@dataclass(frozen=True)
+class Transition:
+    from_status: str | None  # None: the operation is created
+    to_status: str
+    by: By
+    when: str
+    only_if: Guard | None = None
+
+
+# An operation FAILED by the sweep (its worker presumed dead) is the worker's still: its report or its return wins.
+PRESUMED_ORPHAN = Guard(Q(presumed_orphan=True), "the sweep presumed it orphaned (not failed by its run)")
+NOT_YET_REQUESTED = Guard(Q(cancel_requested_at__isnull=True), "no cancel requested yet")
+
+TRANSITIONS: tuple[Transition, ...] = (
+    # created
+    Transition(None, S.PENDING, By.USER,
+               "created: through the API or the command line, or a research session starts a child"),
+    Transition(None, S.RUNNING, By.WORKER,
+               "adopted: its worker reports an operation the database does not know"),
+    # waiting for a worker
+    Transition(S.PENDING, S.PENDING, By.CONTROL_LOOP,
+               "re-enqueued: no worker claimed it for REQUEUE_AFTER_SECONDS"),
+    Transition(S.PENDING, S.RUNNING, By.WORKER,
+               "claimed: a worker starts executing it"),
+    Transition(S.PENDING, S.CANCELLED, By.USER,
+               "cancelled before it ran"),
+    Transition(S.RESUMING, S.RESUMING, By.CONTROL_LOOP,
+               "re-enqueued: no worker claimed the resume for REQUEUE_AFTER_SECONDS"),
+    Transition(S.RESUMING, S.RUNNING, By.WORKER,
+               "claimed: a worker continues it from its checkpoint"),
+    Transition(S.RESUMING, S.CANCELLED, By.USER,
+               "cancelled before the resume ran; or the resume could not be enqueued and its status is put back"),
+    Transition(S.RESUMING, S.FAILED, By.USER,
+               "the resume could not be enqueued: its status is put back"),
+    # running
+    Transition(S.RUNNING, S.RUNNING, By.USER,
+               "cancel requested: its worker saves a cancellation checkpoint and acknowledges",
+               only_if=NOT_YET_REQUESTED),
+    Transition(S.RUNNING, S.COMPLETED, By.WORKER,
+               "completed (its checkpoint deleted)"),
+    Transition(S.RUNNING, S.CANCELLED, By.WORKER,
+               "cancel acknowledged (cancellation checkpoint), or a graceful shutdown (shutdown checkpoint)"),
+    Transition(S.RUNNING, S.FAILED, By.WORKER,
+               "failed with an error (failure checkpoint where there is state)"),
+    Transition(S.RUNNING, S.FAILED, By.CONTROL_LOOP,
+               "a research session when the control loop restarts (startup reconciliation): it died with the "
+               "previous one"),
+    Transition(S.RUNNING, S.PENDING_RECONCILIATION, By.CONTROL_LOOP,
+               "no heartbeat for WORKER_STALE_SECONDS (orphan sweep), or the control loop restarted (startup "
+               "reconciliation)"),
+    # its worker silent
+    Transition(S.PENDING_RECONCILIATION, S.RUNNING, By.WORKER,
+               "its worker heart-beats or registers again"),
+    Transition(S.PENDING_RECONCILIATION, S.COMPLETED, By.WORKER,
+               "its worker reports the outcome"),
+    Transition(S.PENDING_RECONCILIATION, S.CANCELLED, By.WORKER,
+               "its worker reports the outcome"),
+    Transition(S.PENDING_RECONCILIATION, S.FAILED, By.WORKER,
+               "its worker reports the outcome"),
+    Transition(S.PENDING_RECONCILIATION, S.FAILED, By.CONTROL_LOOP,
+               "still silent after ORPHAN_TIMEOUT_SECONDS: presumed orphaned (its checkpoint kept)"),
+    Transition(S.PENDING_RECONCILIATION, S.CANCELLED, By.USER,
+               "cancelled while its worker was unreachable"),
+    # ended (COMPLETED is final)
+    Transition(S.FAILED, S.RUNNING, By.WORKER,
+               "its own worker heart-beats or registers again", only_if=PRESUMED_ORPHAN),
+    Transition(S.FAILED, S.COMPLETED, By.WORKER,
+               "its worker reports the outcome", only_if=PRESUMED_ORPHAN),
+    Transition(S.FAILED, S.CANCELLED, By.WORKER,
+               "its worker reports the outcome", only_if=PRESUMED_ORPHAN),
+    Transition(S.FAILED, S.FAILED, By.WORKER,
+               "its worker reports the outcome", only_if=PRESUMED_ORPHAN),
+    Transition(S.FAILED, S.RESUMING, By.USER,
+               "resumed from its checkpoint"),
+    Transition(S.CANCELLED, S.RESUMING, By.USER,
+               "resumed from its checkpoint"),
+)
+
+_TABLE: dict[tuple[str | None, str, By], Transition] = {
+    (row.from_status, row.to_status, row.by): row for row in TRANSITIONS
+}
+
+
+class TransitionNotAllowed(ValueError):
+    def __init__(self, from_status: str | None, to_status: str, actor: str) -> None:
+        super().__init__(
+            f"{from_status or '(new)'} -> {to_status} by {actor_kind(actor).value} ({actor}) is not in the transition "
+            "table (operations/transitions.py)"
+        )
+
+
+def allowed(from_status: str | None, to_status: str, actor: str) -> Transition:
+    """The table's row for this change by this actor; TransitionNotAllowed if there is none."""
+    row = _TABLE.get((from_status, to_status, actor_kind(actor)))
+    if row is None:
+        raise TransitionNotAllowed(from_status, to_status, actor)
+    return row
+
+
+def moving(from_statuses: Iterable[str], to_status: str, actor: str) -> Q:
+    """The rows this change may move: in one of `from_statuses`, each with its row's guard. Raises
+    TransitionNotAllowed (before anything is written) if the table lacks one of them."""
+    conditions = []
+    for from_status in from_statuses:
+        guard = allowed(from_status, to_status, actor).only_if
+        conditions.append(Q(status=from_status) if guard is None else Q(status=from_status) & guard.condition)
+    if not conditions:
+        raise ValueError(f"a transition to {to_status} needs a status to move from")
+    return reduce(operator.or_, conditions)
