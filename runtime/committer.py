@@ -44,7 +44,7 @@ from typing import Any, BinaryIO
 from django.conf import settings
 from django.db import connection
 
-from checkpoints.services import Append, SaveResult
+from checkpoints.services import Append, Fence, SaveResult, checkpoint_save
 
 HEADER = struct.Struct("!I")
 CHILD = "import django, sys; django.setup(); from runtime.committer import serve; serve(int(sys.argv[1]))"
@@ -195,8 +195,6 @@ def serve(mailbox: int) -> None:
     requests = sys.stdin.buffer
     from django.db import connections
     from django.db.backends.signals import connection_created
-
-    from checkpoints.services import Fence, checkpoint_save
 
     connection_created.connect(_without_waiting_for_the_disk)
     shared = None
