@@ -25,7 +25,7 @@ class Assessment(models.Model):
     )
     configuration = models.JSONField(help_text="One choice per dimension of the search space.")
     configuration_key = models.CharField(max_length=32, unique=True)
-    metrics = models.JSONField(help_text="The backtest's metrics (SPEC §8).")
+    metrics = models.JSONField(help_text="The backtest's metrics (its result's `metrics`).")
     verdict = models.CharField(max_length=16, choices=Verdict.choices)
     score = models.FloatField(help_text="Total return in excess of buy-and-hold: how configurations are ranked.")
     reasons = models.JSONField(default=list, help_text="Each check, passed or failed, with its numbers.")

@@ -263,7 +263,8 @@ def equity_from_fills(closes: np.ndarray, fill_log: array, bars: int, initial_ca
 
 
 def metrics(engine: Engine, bar_seconds: float, trades: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """SPEC §8's metrics, from the whole equity curve and trade list (computed once, at the end)."""
+    """The result's metrics (README, Backtests), from the whole equity curve and trade list (computed once, at the
+    end)."""
     equity = np.frombuffer(engine.equity, dtype=np.float64) if len(engine.equity) else np.empty(0)
     closes = engine.closes
     bars = len(equity)

@@ -1,4 +1,4 @@
-"""Save, load, validate, delete and clean up checkpoints (SPEC §6).
+"""Save, load, validate, delete and clean up checkpoints (docs/checkpoints.md).
 
 A save is crash-safe because the database row is its commit point:
 1. the artifacts are written into a folder no row points at yet;

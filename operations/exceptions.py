@@ -1,4 +1,4 @@
-"""Errors of the operations services; each carries the API code and HTTP status of SPEC §9."""
+"""Errors of the operations services; each carries its API code (the body's `code`) and HTTP status."""
 
 from __future__ import annotations
 

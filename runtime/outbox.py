@@ -1,4 +1,4 @@
-"""Outcomes a worker could not report, kept on its machine until the database takes them (SPEC §5).
+"""Outcomes a worker could not report, kept on its machine until the database takes them (docs/restarts-and-crashes.md).
 
 When an operation ends while the database is unreachable, its worker writes
 the outcome here, one JSON file per run, atomically (a temporary file, fsync,

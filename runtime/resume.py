@@ -1,4 +1,4 @@
-"""Resume a cancelled or failed operation from its checkpoint (SPEC §7).
+"""Resume a cancelled or failed operation from its checkpoint (docs/cancel-and-resume.md).
 
 The API, the command line and the admin are three thin callers of
 `operation_resume`.

@@ -1,4 +1,5 @@
-"""A worker process: its identity, its registration, and how it waits out a database outage (SPEC §5).
+"""A worker process: its identity, its registration, and how it waits out a database outage
+(docs/restarts-and-crashes.md).
 
 A worker that loses the database keeps computing. Each call it cannot do
 without the database (registration, claim, outcome) is retried with a

@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
                 ('session', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='assessment', serialize=False, to='operations.operation')),
                 ('configuration', models.JSONField(help_text='One choice per dimension of the search space.')),
                 ('configuration_key', models.CharField(max_length=32, unique=True)),
-                ('metrics', models.JSONField(help_text="The backtest's metrics (SPEC §8).")),
+                ('metrics', models.JSONField(help_text="The backtest's metrics (its result's `metrics`).")),
                 ('verdict', models.CharField(choices=[('accepted', 'Accepted'), ('rejected', 'Rejected')], max_length=16)),
                 ('score', models.FloatField(help_text='Total return in excess of buy-and-hold: how configurations are ranked.')),
                 ('reasons', models.JSONField(default=list, help_text='Each check, passed or failed, with its numbers.')),

@@ -1,4 +1,4 @@
-"""Settings for every environment; each value comes from the environment (SPEC §10)."""
+"""Settings for every environment; each value comes from the environment (docs/configuration.md)."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ STORAGES = {
 # A save folder with no committed row is a save in progress for this long, then an orphan.
 CHECKPOINT_ORPHAN_GRACE_SECONDS = env.seconds("CHECKPOINT_ORPHAN_GRACE_SECONDS", 3600)
 
-# --- liveness and reconciliation (SPEC §5)
+# --- liveness and reconciliation (docs/restarts-and-crashes.md)
 HEARTBEAT_INTERVAL_SECONDS = env.seconds("HEARTBEAT_INTERVAL_SECONDS", 10)
 WORKER_STALE_SECONDS = env.seconds("WORKER_STALE_SECONDS", 30)
 ORPHAN_TIMEOUT_SECONDS = env.seconds("ORPHAN_TIMEOUT_SECONDS", 60)
@@ -142,7 +142,7 @@ require_longer("WORKER_STALE_SECONDS", WORKER_STALE_SECONDS, "HEARTBEAT_INTERVAL
 require_longer("ORPHAN_TIMEOUT_SECONDS", ORPHAN_TIMEOUT_SECONDS, "WORKER_STALE_SECONDS", WORKER_STALE_SECONDS)
 require_longer("REQUEUE_AFTER_SECONDS", REQUEUE_AFTER_SECONDS, "ORPHAN_CHECK_INTERVAL_SECONDS", ORPHAN_CHECK_INTERVAL_SECONDS)
 
-# --- checkpoints (SPEC §6)
+# --- checkpoints (docs/checkpoints.md)
 TRAINING_CHECKPOINT_EVERY_EPOCHS = env.int("TRAINING_CHECKPOINT_EVERY_EPOCHS", 10)
 BACKTEST_CHECKPOINT_EVERY_BARS = env.int("BACKTEST_CHECKPOINT_EVERY_BARS", 10_000)
 CHECKPOINT_TIME_INTERVAL_SECONDS = env.seconds("CHECKPOINT_TIME_INTERVAL_SECONDS", 300)

@@ -1,4 +1,4 @@
-"""Creating, claiming, cancelling and finishing operations (SPEC §4)."""
+"""Creating, claiming, cancelling and finishing operations (docs/state-machine.md)."""
 
 from __future__ import annotations
 

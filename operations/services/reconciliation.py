@@ -1,4 +1,5 @@
-"""The orphan sweep, startup reconciliation, and the lease that lets one control loop run them (SPEC §5).
+"""The orphan sweep, startup reconciliation, and the lease that lets one control loop run them
+(docs/restarts-and-crashes.md).
 
 One control loop acts at a time: the process holding the control loop's row
 as a lease (`control_loop_take`). A second `supervise` waits as a standby;

@@ -1,4 +1,4 @@
-"""Worker registration and heartbeats: the rules of SPEC §5, each idempotent.
+"""Worker registration and heartbeats: the rules below (docs/restarts-and-crashes.md), each idempotent.
 
 A worker registers when it starts, whenever its row is missing or marked
 UNAVAILABLE, and after it regains the database. A heartbeat applies the same

@@ -76,7 +76,8 @@ def test_a_short_backtest_with_a_large_gain_completes(backtest_dirs):
     assert (outcome, operation.status) == ("completed", S.COMPLETED), operation.error_message
 
 
-# --- 2. a spool write that fails during a periodic checkpoint kills the run (SPEC §6: it must not)
+# --- 2. a spool write that fails during a periodic checkpoint kills the run (it must not: a checkpoint failure
+# never kills the operation)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,4 +1,4 @@
-"""The backtest engine and its metrics on tiny hand-made bars (SPEC §8): fills, costs, trades, metrics, and a
+"""The backtest engine and its metrics on tiny hand-made bars: fills, costs, trades, metrics, and a
 walk that continues from its JSON state exactly as if it had never stopped."""
 
 from __future__ import annotations

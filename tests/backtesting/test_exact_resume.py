@@ -1,4 +1,4 @@
-"""A backtest stopped at any bar and resumed gives exactly the result of a run that never stopped (SPEC §7, §8).
+"""A backtest stopped at any bar and resumed gives exactly the result of a run that never stopped.
 
 Runs go through the runtime in-process (`run_operation`). To stop at an exact
 bar, the runner's chunks are made small (`CHUNK_BARS`, the bars between two

@@ -1,4 +1,4 @@
-"""Starting and showing backtests (SPEC §9): POST /api/v1/backtests/, `manage.py backtest`, `operations resume`
+"""Starting and showing backtests: POST /api/v1/backtests/, `manage.py backtest`, `operations resume`
 of a cancelled backtest, the admin page (equity chart, trades, metrics) and the OpenAPI schema."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Strategies (SPEC §8): sma_cross exactly as specified, its params, the model strategy's features and
+"""Strategies: sma_cross exactly as specified, its params, the model strategy's features and
 decisions against training's own, and strategies registered by other code."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def naive_sma(values: list[float], window: int) -> list[float | None]:
 
 
 def naive_sma_cross(closes: list[float], fast: int, slow: int, allow_short: bool) -> list[int]:
-    """SPEC §8, word for word: long when fast[t-1] < slow[t-1] and fast[t] > slow[t]; short (or flat) on the
+    """The rule, word for word: long when fast[t-1] < slow[t-1] and fast[t] > slow[t]; short (or flat) on the
     opposite cross; no decision (HOLD) otherwise or while an average is not defined yet."""
     f, s = naive_sma(closes, fast), naive_sma(closes, slow)
     decisions = []

@@ -1,4 +1,4 @@
-"""A SIGKILL at any moment of a save leaves the latest committed checkpoint loadable (SPEC §6).
+"""A SIGKILL at any moment of a save leaves the latest committed checkpoint loadable.
 
 A real process (tests/checkpoints/save_loop.py) saves checkpoints of a few
 megabytes in a loop and is killed with SIGKILL at a random moment, again and

@@ -1,4 +1,4 @@
-"""Checkpoints as users see them (SPEC §6, §9): the API, `manage.py checkpoints`, `operations list`,
+"""Checkpoints as users see them (docs/checkpoints.md): the API, `manage.py checkpoints`, `operations list`,
 operation bodies and the admin."""
 
 from __future__ import annotations

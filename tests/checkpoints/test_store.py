@@ -1,4 +1,4 @@
-"""The checkpoint store (SPEC §6): crash-safe save with the row as commit point, fencing, validated
+"""The checkpoint store (docs/checkpoints.md): crash-safe save with the row as commit point, fencing, validated
 load, policy, delete, cleanup by age, orphan sweep and stats, checked on the rows and on the files."""
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def test_the_fenced_run_saves(running):
 
 
 def test_a_worker_whose_operation_waits_for_reconciliation_still_saves(running):
-    # PENDING_RECONCILIATION only means its heartbeat is late; the live worker wins (SPEC §5).
+    # PENDING_RECONCILIATION only means its heartbeat is late; the live worker wins.
     Operation.objects.filter(pk=running.pk).update(status=S.PENDING_RECONCILIATION)
 
     assert save(running, {"epoch": 1}).saved is True

@@ -1,4 +1,4 @@
-"""A checkpoint save whose commit's outcome is unknown (SPEC §5, §6): the connection broke at COMMIT.
+"""A checkpoint save whose commit's outcome is unknown: the connection broke at COMMIT.
 
 The save keeps the new folder (the row may point at it) and says so; the
 folder is forgotten once the row has moved on. A commit the server refused

@@ -1,4 +1,4 @@
-"""Fuzz every operation of the API against the schema the app serves (SPEC §9): as a user, as staff, and without
+"""Fuzz every operation of the API against the schema the app serves: as a user, as staff, and without
 a credential.
 
 For each operation schemathesis generates requests (valid and invalid ones, deterministically) and checks that

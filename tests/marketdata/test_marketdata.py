@@ -1,4 +1,4 @@
-"""`marketdata generate|import|list` (SPEC §8, §9): reproducible series, validated imports that never half-write."""
+"""`marketdata generate|import|list`: reproducible series, validated imports that never half-write."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The operations admin (SPEC §9): staff only, filters, search, progress bar, history, cancel action."""
+"""The operations admin: staff only, filters, search, progress bar, history, cancel action."""
 
 from __future__ import annotations
 

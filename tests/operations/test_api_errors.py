@@ -1,4 +1,4 @@
-"""Bad input never yields a 500: every refusal is a JSON 400 naming the field (SPEC §9); health, schema, docs."""
+"""Bad input never yields a 500: every refusal is a JSON 400 naming the field; health, schema, docs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""/api/v1/workers/…: registration, heartbeats and the worker listing over HTTP (SPEC §5, §9)."""
+"""/api/v1/workers/…: registration, heartbeats and the worker listing over HTTP."""
 
 from __future__ import annotations
 

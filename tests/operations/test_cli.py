@@ -1,4 +1,4 @@
-"""`manage.py sweep_orphans` and `reconcile` (SPEC §5)."""
+"""`manage.py sweep_orphans` and `reconcile` (docs/restarts-and-crashes.md)."""
 
 from __future__ import annotations
 

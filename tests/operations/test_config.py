@@ -1,4 +1,4 @@
-"""Settings from the environment (SPEC §10): a bad value stops start-up with a message naming it."""
+"""Settings from the environment (docs/configuration.md): a bad value stops start-up with a message naming it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Orphan sweep and startup reconciliation (SPEC §5): one test per rule, each pass run twice."""
+"""Orphan sweep and startup reconciliation (docs/restarts-and-crashes.md): one test per rule, each pass run twice."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Registration and heartbeat rules of SPEC §5, each tested and each replayed to show it is idempotent."""
+"""Registration and heartbeat rules (operations/services/workers.py), each tested and each replayed to show it is
+idempotent."""
 
 from __future__ import annotations
 

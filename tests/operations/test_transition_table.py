@@ -33,8 +33,9 @@ from tests.factories import OperationFactory, WorkerFactory
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = (S.COMPLETED, S.FAILED, S.CANCELLED)
 
-# The state machine as the product specifies it: its diagram, then the rules of cancel, resume, the sweep, startup
-# reconciliation and worker registration. (from, to, who) → the words that promise it.
+# The state machine the product promises its users, written out apart from operations/transitions.py: the rules of
+# cancel and resume (docs/cancel-and-resume.md), of the sweep, startup reconciliation and worker registration
+# (docs/restarts-and-crashes.md). (from, to, who) → the rule that promises it.
 PROMISED: dict[tuple[str | None, str, By], str] = {
     (None, S.PENDING, By.USER): "POST training/ (backtests/, agents/sessions/), train, backtest, agent start: "
                                 "a new operation, PENDING",
@@ -42,6 +43,8 @@ PROMISED: dict[tuple[str | None, str, By], str] = {
     (S.RESUMING, S.RUNNING, By.WORKER): "RESUMING --claim--> RUNNING",
     (S.RUNNING, S.COMPLETED, By.WORKER): "RUNNING --complete--> COMPLETED",
     (S.PENDING, S.CANCELLED, By.USER): "PENDING --cancel--> CANCELLED",
+    (S.PENDING_RECONCILIATION, S.CANCELLED, By.USER): "a cancel while its worker is unreachable cancels it at once "
+                                                      "(nothing is known to execute it)",
     (S.RESUMING, S.CANCELLED, By.USER): "Cancel of a PENDING or RESUMING operation cancels it at once; and if "
                                         "enqueueing (a resume) fails the status is put back",
     (S.RESUMING, S.FAILED, By.USER): "if enqueueing (a resume) fails the status is put back",
@@ -70,12 +73,7 @@ PROMISED: dict[tuple[str | None, str, By], str] = {
                                       "presumed orphaned, set the reported terminal status"
        for status in TERMINAL},
 }
-# What the product does where the specification is silent, each said in docs/state-machine.md.
-BEYOND_THE_SPECIFICATION = {
-    (S.PENDING_RECONCILIATION, S.CANCELLED, By.USER): "nothing is known to execute it: cancelled at once, and a "
-                                                      "worker that comes back is told to stop",
-}
-# Guards the specification names: a worker's report or return wins over the sweep only if the sweep merely
+# The guards of those rules: a worker's report or return wins over the sweep only if the sweep merely
 # presumed it orphaned; a second cancel request changes nothing.
 GUARDED = {
     (S.FAILED, S.RUNNING, By.WORKER), (S.FAILED, S.COMPLETED, By.WORKER), (S.FAILED, S.CANCELLED, By.WORKER),
@@ -91,7 +89,7 @@ def table() -> set[tuple[str | None, str, By]]:
 
 def test_the_table_is_the_promised_state_machine():
     assert len(table()) == len(TRANSITIONS)  # no row twice
-    assert table() == set(PROMISED) | set(BEYOND_THE_SPECIFICATION)
+    assert table() == set(PROMISED)
 
 
 def test_the_guards_are_the_promised_ones():

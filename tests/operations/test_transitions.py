@@ -1,4 +1,4 @@
-"""The state machine of SPEC §4: conditional transitions, the claim, cancel; raced on PostgreSQL."""
+"""The state machine (docs/state-machine.md): conditional transitions, the claim, cancel; raced on PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`manage.py operations list|status|cancel` (SPEC §9)."""
+"""`manage.py operations list|status|cancel`."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""A worker through a database outage (SPEC §5), in-process: the outbox on disk, the backoff, the wait for
-the database, outcomes reported from the outbox on registration, the outcome's fallback to the outbox,
-a run whose registration waits for the database, and the heartbeat's re-registration."""
+"""A worker through a database outage (docs/restarts-and-crashes.md), in-process: the outbox on disk, the backoff,
+the wait for the database, outcomes reported from the outbox on registration, the outcome's fallback to the
+outbox, a run whose registration waits for the database, and the heartbeat's re-registration."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Resume (SPEC §7): every outcome through the service, the API and the command line."""
+"""Resume (docs/cancel-and-resume.md): every outcome through the service, the API and the command line."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fifty users press "resume" at once over real HTTP: exactly one wins (SPEC §4, §7)."""
+"""Fifty users press "resume" at once over real HTTP: exactly one wins."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The control loop after a database outage (SPEC §5): silences it did not watch are not held against
-workers or operations; it watches afresh from the database's return, and logs an outage sparingly."""
+"""The control loop after a database outage (docs/restarts-and-crashes.md): silences it did not watch are not held
+against workers or operations; it watches afresh from the database's return, and logs an outage sparingly."""
 
 from __future__ import annotations
 

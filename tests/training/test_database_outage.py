@@ -1,4 +1,4 @@
-"""A database outage at the end of a training run: its outcome waits in the outbox (SPEC §5, database outage).
+"""A database outage at the end of a training run: its outcome waits in the outbox (docs/restarts-and-crashes.md).
 
 (A restart in the middle of a run is a scenario of the resilience suite: tests/resilience/test_database.py.)
 

@@ -1,4 +1,4 @@
-"""Starting a training run: POST /api/v1/training/ and `manage.py train` (SPEC §9), and `train --follow`."""
+"""Starting a training run: POST /api/v1/training/ and `manage.py train`, and `train --follow`."""
 
 from __future__ import annotations
 
