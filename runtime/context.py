@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from typing import Any, Protocol
 
@@ -61,12 +61,6 @@ class Runner(Protocol):
         """State and artifacts of the last consistent point (None before the first).
 
         A runner may also define `completed()`: its clean-up once the COMPLETED outcome is recorded."""
-
-
-@dataclass
-class StopFlags:
-    cancel: threading.Event
-    abandon: threading.Event
 
 
 class RunContext:

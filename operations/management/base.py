@@ -1,9 +1,12 @@
 """What the project's commands share: sub-commands (`operations`, `checkpoints`), operation ids as arguments,
-and the report of a reconciliation pass (`reconcile`, `sweep_orphans`)."""
+the report of a reconciliation pass (`reconcile`, `sweep_orphans`), and holding the control loop for a one-shot
+pass (`reconcile`, `supervise --once`)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -11,6 +14,7 @@ from django.db import DatabaseError
 
 from operations.exceptions import ServiceError
 from operations.ids import InvalidIdentifier, parse_operation_id
+from operations.services.reconciliation import ControlLoopBusy, control_loop_held
 
 
 class ActionCommand(BaseCommand):
@@ -49,3 +53,16 @@ def write_report(command: BaseCommand, changes: dict[str, list[str]], *, nothing
             command.stdout.write(f"{kind.replace('_', ' ')}: {item}")
     summary = ", ".join(f"{len(items)} {kind.replace('_', ' ')}" for kind, items in changes.items() if items)
     command.stdout.write(command.style.SUCCESS(summary))
+
+
+@contextmanager
+def one_shot_control_loop(command: BaseCommand, *, force: bool) -> Iterator[None]:
+    """Hold the control loop for one pass: refused with a one-line error (exit 1) while a `supervise` holds it,
+    unless forced, and then say whom it was taken from."""
+    try:
+        with control_loop_held(force=force) as displaced:
+            if displaced is not None:
+                command.stderr.write(command.style.WARNING(f"Took the control loop from {displaced} (--force)."))
+            yield
+    except ControlLoopBusy as busy:
+        raise CommandError(str(busy)) from None

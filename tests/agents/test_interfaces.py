@@ -6,8 +6,10 @@ import json
 from io import StringIO
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.urls import reverse
 
 from agents.design import assess, propose
 from agents.models import Assessment
@@ -139,7 +141,8 @@ def test_the_admin_lists_assessments_and_shows_one(operation_factory, admin_clie
                       verdict=assess(METRICS))
 
     listing = admin_client.get("/admin/agents/assessment/")
-    page = admin_client.get(f"/admin/agents/assessment/{session.pk}/change/")
+    # quote(): the admin unquotes ids in its URLs ("_22", "_40"... of an operation id would decode to '"', '@')
+    page = admin_client.get(reverse("admin:agents_assessment_change", args=[quote(session.pk)]))
 
     assert listing.status_code == 200 and session.pk in listing.content.decode()
     assert page.status_code == 200
@@ -148,9 +151,6 @@ def test_the_admin_lists_assessments_and_shows_one(operation_factory, admin_clie
 
 @pytest.mark.django_db
 def test_a_session_admin_page_shows_its_phase_children_and_assessment(operation_factory, admin_client):
-    from django.contrib.admin.utils import quote
-    from django.urls import reverse
-
     from checkpoints.services import checkpoint_save
 
     session = operation_factory(operation_type="agent_research", is_backend_local=True)

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from io import StringIO
 
-from django.core.management import call_command
 from django.utils import timezone
 
 from operations.models import Operation, OperationEvent, OperationStatus, WorkerStatus
 from operations.services.reconciliation import BACKEND_RESTART_WITHOUT_CHECKPOINT, worker_unavailable_message
 from tests.factories import OperationFactory, RunningOperationFactory, WorkerFactory
+from tests.support.commands import command_output as run
 
 S = OperationStatus
-
-
-def run(*args: str) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out, stderr=StringIO())
-    return out.getvalue()
 
 
 def long_ago(seconds: float = 600):

@@ -242,6 +242,12 @@ def status_writes(path: Path) -> list[str]:
     name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.Assign, ast.AugAssign)):  # operation.status = ...; operation.save()
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(target, ast.Attribute) and target.attr in ("status", "previous_status", "version")
+                   for target in targets):
+                found.append(f"{name}:{node.lineno} sets a status on an object")
+            continue
         if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
             continue
         method, root = node.func.attr, receiver(node.func.value)
@@ -265,5 +271,7 @@ def test_no_status_is_written_around_the_table():
 def test_the_scan_finds_a_status_written_around_the_table(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("Operation.objects.filter(pk=1).update(status='FAILED')\n"
-                   "OperationEvent.objects.create(operation_id=1, to_status='FAILED')\n")
-    assert status_writes(bad) == ["bad.py:1 writes a status", "bad.py:2 writes an event"]
+                   "OperationEvent.objects.create(operation_id=1, to_status='FAILED')\n"
+                   "operation.status = 'FAILED'\n")
+    assert sorted(status_writes(bad)) == ["bad.py:1 writes a status", "bad.py:2 writes an event",
+                                          "bad.py:3 sets a status on an object"]

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from typing import Any
-
 import pytest
-from django.db import connection
 
 from operations.exceptions import OperationNotCancellable, OperationNotFound
 from operations.ids import new_operation_id
@@ -23,30 +18,9 @@ from operations.services.lifecycle import (
 from operations.services.workers import worker_register
 from operations.transitions import worker_actor
 from tests.conftest import queued_operation_ids
+from tests.support.race import race
 
 THREADS = 20
-
-
-def race(worker: Callable[[int], Any], threads: int = THREADS) -> list[Any]:
-    """Run `worker(i)` in `threads` threads released at once; return their results."""
-    barrier = threading.Barrier(threads)
-    results: list[Any] = [None] * threads
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait()
-            results[index] = worker(index)
-        except Exception as exc:  # a race must not raise; keep it to assert on
-            results[index] = exc
-        finally:
-            connection.close()
-
-    pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join(timeout=60)
-    return results
 
 
 @pytest.mark.django_db
@@ -228,7 +202,7 @@ class TestRaces:
     def test_twenty_claims_one_winner(self, operation_factory, worker_factory):
         operation = operation_factory()
         workers = [worker_factory() for _ in range(THREADS)]
-        results = race(lambda i: operation_claim(operation_id=operation.pk, worker_id=workers[i].pk))
+        results = race(lambda i: operation_claim(operation_id=operation.pk, worker_id=workers[i].pk), THREADS)
         assert not [r for r in results if isinstance(r, Exception)], results
         winners = [i for i, attempt in enumerate(results) if attempt is not None]
         assert len(winners) == 1
@@ -243,7 +217,8 @@ class TestRaces:
             lambda i: Operation.objects.transition(
                 operation.pk, from_statuses=[S.CANCELLED, S.FAILED], to_status=S.RESUMING,
                 actor=f"racer-{i}", version=7,
-            )
+            ),
+            THREADS,
         )
         assert results.count(True) == 1 and results.count(False) == THREADS - 1
         operation.refresh_from_db()
@@ -263,7 +238,7 @@ class TestRaces:
             except OperationNotCancellable:
                 return "refused"
 
-        results = race(act)
+        results = race(act, THREADS)
         assert not [r for r in results if isinstance(r, Exception)], results
         operation.refresh_from_db()
         claims = [r for i, r in enumerate(results) if i % 2 and r is not None]
@@ -281,7 +256,8 @@ class TestRaces:
             lambda i: operation_finish(
                 operation_id=operation.pk, worker_id=operation.worker_id, attempt=1, status=S.COMPLETED,
                 result={"racer": i},
-            )
+            ),
+            THREADS,
         )
         assert results.count(True) == 1
         operation.refresh_from_db()
@@ -296,7 +272,8 @@ class TestRaces:
         results = race(
             lambda i: worker_register(
                 worker_id="racehost:resilient:1", current_operation=CurrentOperation(operation_id, attempt=1)
-            ).action.value
+            ).action.value,
+            THREADS,
         )
         assert results == ["continue"] * THREADS
         assert Operation.objects.filter(pk=operation_id, status=S.RUNNING).count() == 1

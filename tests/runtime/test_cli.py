@@ -8,12 +8,11 @@ import sys
 import threading
 import time
 from datetime import timedelta
-from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.db import connections
 from django.utils import timezone
 
@@ -21,16 +20,11 @@ from operations.ids import OPERATION_ID_FORMAT, new_operation_id
 from operations.models import Operation, OperationStatus
 from operations.services.lifecycle import operation_claim, operation_create
 from tests.factories import OperationFactory, RunningOperationFactory, WorkerFactory
+from tests.support.commands import command_output as run
 from tests.support.processes import child_env
 
 S = OperationStatus
 MANAGE_PY = Path(settings.BASE_DIR) / "manage.py"
-
-
-def run(*args: str) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out, stderr=StringIO())
-    return out.getvalue()
 
 
 def field(output: str, label: str) -> str:
@@ -43,10 +37,6 @@ def field(output: str, label: str) -> str:
 
 def total_line(output: str) -> str:
     return [line for line in output.splitlines() if line.startswith("Total:")][-1]
-
-
-def long_ago(seconds: float = 600):
-    return timezone.now() - timedelta(seconds=seconds)
 
 
 # --- operations list
@@ -77,7 +67,7 @@ def test_list_prints_a_row_per_operation_and_the_total(three_operations):
 
 
 def test_list_is_newest_first(db):
-    old = OperationFactory(created_at=long_ago(3600))
+    old = OperationFactory(created_at=timezone.now() - timedelta(hours=1))
     new = OperationFactory()
 
     rows = [line.split()[0] for line in run("operations", "list").splitlines()[1:-1]]

@@ -7,11 +7,10 @@ import subprocess
 import sys
 import threading
 import time
-from io import StringIO
 from pathlib import Path
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.db import connection, connections
 from django.utils.dateparse import parse_datetime
 
@@ -29,6 +28,7 @@ from runtime.exceptions import OperationNotResumable, ResumeConflict, ResumeEnqu
 from runtime.resume import operation_resume
 from tests.conftest import queued_operation_ids
 from tests.factories import OperationFactory, WorkerFactory
+from tests.support.commands import command_output as run
 from tests.support.processes import ROOT, child_env
 
 MODEL_BYTES = bytes(range(256)) * 64
@@ -83,12 +83,6 @@ def snapshot(operation_id: str) -> dict:
 
 def resuming_events(operation_id: str) -> list[OperationEvent]:
     return list(OperationEvent.objects.filter(operation_id=operation_id, to_status=S.RESUMING))
-
-
-def run(*args: str) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out, stderr=StringIO())
-    return out.getvalue()
 
 
 @pytest.fixture

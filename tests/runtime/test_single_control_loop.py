@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from io import StringIO
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.db import OperationalError, connection
 
 from operations.management.commands import reconcile
@@ -27,7 +27,9 @@ from operations.services.reconciliation import (
 )
 from operations.services.workers import CurrentOperation, worker_heartbeat
 from runtime.management.commands import supervise
+from tests.support.commands import command_output as run
 from tests.support.processes import ManagedProcess, child_env, wait_for
+from tests.support.race import race
 
 
 def take(pid: int, **options) -> ControlLoopLease:
@@ -141,22 +143,8 @@ def test_force_takes_a_held_claim_and_names_the_displaced_holder():
 @pytest.mark.django_db(transaction=True)
 def test_of_many_processes_taking_it_at_once_exactly_one_wins():
     assert connection.vendor == "postgresql"
-    racers = 16
-    barrier = threading.Barrier(racers)
-    outcomes: list[tuple] = [()] * racers
-
-    def race(index: int) -> None:
-        try:
-            barrier.wait()
-            outcomes[index] = control_loop_take(host=f"host-{index}", pid=1000 + index)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=race, args=(index,)) for index in range(racers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    outcomes = race(lambda index: control_loop_take(host=f"host-{index}", pid=1000 + index), 16)
+    assert not [outcome for outcome in outcomes if isinstance(outcome, Exception)], outcomes
 
     winners = [lease for lease, _ in outcomes if lease is not None]
     assert len(winners) == 1
@@ -165,12 +153,6 @@ def test_of_many_processes_taking_it_at_once_exactly_one_wins():
 
 
 # --- one-shot commands beside a live control loop
-
-
-def run(*args: str) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out, stderr=StringIO())
-    return out.getvalue()
 
 
 @pytest.fixture

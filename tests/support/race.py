@@ -1,4 +1,5 @@
-"""Many users pressing one button at once over real HTTP: a race, for tests that assert exactly one winner."""
+"""Races, for tests that assert exactly one winner: many threads calling at once, or many users pressing one
+button at once over real HTTP."""
 
 from __future__ import annotations
 
@@ -6,6 +7,33 @@ import json
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from django.db import connection
+
+
+def race(call: Callable[[int], Any], threads: int) -> list[Any]:
+    """Run `call(i)` in `threads` threads released at once (a barrier), each with its own connection; their
+    results, in order. A thread that raised leaves its exception as its result, for the test to assert on."""
+    barrier = threading.Barrier(threads)
+    results: list[Any] = [None] * threads
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait()
+            results[index] = call(index)
+        except Exception as exc:  # kept to assert on, not hidden
+            results[index] = exc
+        finally:
+            connection.close()
+
+    pool = [threading.Thread(target=run, args=(index,)) for index in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(timeout=60)
+    return results
 
 
 def post(url: str, token: str, barrier: threading.Barrier) -> tuple[int, dict]:

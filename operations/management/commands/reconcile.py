@@ -1,7 +1,7 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
-from operations.management.base import write_report
-from operations.services.reconciliation import ControlLoopBusy, control_loop_held, reconcile_startup
+from operations.management.base import one_shot_control_loop, write_report
+from operations.services.reconciliation import reconcile_startup
 
 
 class Command(BaseCommand):
@@ -19,11 +19,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, force: bool = False, **options) -> None:
-        try:
-            with control_loop_held(force=force) as displaced:
-                if displaced is not None:
-                    self.stderr.write(self.style.WARNING(f"Took the control loop from {displaced} (--force)."))
-                report = reconcile_startup()
-        except ControlLoopBusy as busy:
-            raise CommandError(str(busy)) from None
+        with one_shot_control_loop(self, force=force):
+            report = reconcile_startup()
         write_report(self, report.as_dict(), nothing="Reconcile: nothing was running.", verbosity=options["verbosity"])

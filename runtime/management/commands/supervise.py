@@ -19,10 +19,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, close_old_connections, connection
 
 from operations import registry
+from operations.management.base import one_shot_control_loop
 from operations.models import QUEUED_STATUSES, ControlLoopLease, Operation
 from operations.services.reconciliation import (
-    ControlLoopBusy,
-    control_loop_held,
     control_loop_holder,
     control_loop_lease_seconds,
     control_loop_regained_database,
@@ -81,16 +80,11 @@ class Command(BaseCommand):
     def run_once(self, *, force: bool) -> None:
         """`--once`: the units of one pass, holding the control loop meanwhile, so that no `supervise` starts
         acting beside it; refused while one holds it."""
-        try:
-            with control_loop_held(force=force) as displaced:
-                if displaced is not None:
-                    self.stderr.write(self.style.WARNING(f"Took the control loop from {displaced} (--force)."))
-                self.write_started()
-                self.reconcile_once()
-                self.sweep_if_due()
-                self.maintenance_if_due()
-        except ControlLoopBusy as busy:
-            raise CommandError(str(busy)) from None
+        with one_shot_control_loop(self, force=force):
+            self.write_started()
+            self.reconcile_once()
+            self.sweep_if_due()
+            self.maintenance_if_due()
         self.stdout.write("Control loop stopped.")
 
     def prepare(self) -> None:
