@@ -93,8 +93,10 @@ def test_periodic_checkpoints_are_committed_by_a_child_kept_for_the_next_run(chi
     assert run_operation(first) == "completed"
     assert run_operation(second) == "completed"
 
-    for operation_id in (first, second):
-        assert result_of(operation_id)["timings"]["periodic_checkpoints"] >= 2
+    # The first run's first save waits for the child to start (half a second, more on a busy machine), so
+    # it may skip the checkpoints due meanwhile; the second run finds the child ready and takes several.
+    assert result_of(first)["timings"]["periodic_checkpoints"] >= 1
+    assert result_of(second)["timings"]["periodic_checkpoints"] >= 2
     assert seen and all(found.saved and found.appended for found in seen)  # answers of the child
     assert len(committers) == 1  # one child, for both runs
     child = committers[0].process
