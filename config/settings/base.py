@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from config import secret_key
 from config.env import ConfigError, Env, require_longer
 
 env = Env()
@@ -14,12 +15,34 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = env.path("VAR_DIR", BASE_DIR / "var")
 
 DEBUG = env.bool("DJANGO_DEBUG", False)
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG and env.bool("DJANGO_PRODUCTION", False):
-        raise ConfigError("DJANGO_SECRET_KEY is required when DJANGO_PRODUCTION is true.")
-    SECRET_KEY = "insecure-development-key-set-DJANGO_SECRET_KEY-in-production"
+PRODUCTION = env.bool("DJANGO_PRODUCTION", False)
+# No key in the code (docs/security.md): production must give a strong one; an installation without one
+# generates its own, once, in a file only its owner can read.
+if PRODUCTION:
+    if DEBUG:
+        raise ConfigError("DJANGO_DEBUG=true is invalid when DJANGO_PRODUCTION is true.")
+    SECRET_KEY = secret_key.require_strong("DJANGO_SECRET_KEY", env.str("DJANGO_SECRET_KEY", ""))
+else:
+    SECRET_KEY = env.str("DJANGO_SECRET_KEY", "") or secret_key.development_key(VAR_DIR / "secret_key")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+if PRODUCTION and env.str("DJANGO_ALLOWED_HOSTS", "") == "":
+    raise ConfigError("DJANGO_ALLOWED_HOSTS is required when DJANGO_PRODUCTION is true: the host names it is served as.")
+
+# --- served behind a TLS-terminating proxy in production: `manage.py check --deploy` passes
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^api/v1/health/$"]  # probes that reach a process directly, over plain HTTP
+    # The proxy sets X-Forwarded-Proto (and overwrites a client's): the request was HTTPS.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", True)
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+for _origin in CSRF_TRUSTED_ORIGINS:
+    if not _origin.startswith(("https://", "http://")):
+        raise ConfigError(f"DJANGO_CSRF_TRUSTED_ORIGINS={_origin!r} is invalid: each origin starts with https://.")
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -1,11 +1,14 @@
 """Test settings: PostgreSQL, the real engine, and a fast password hasher."""
 
 import os
+import secrets
 import tempfile
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/resilient")
 # Checkpoints, models, data and worker state of a test run go to a folder of its own.
 os.environ.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="resilient-test-"))
+# One key for the run, inherited by every process a test starts (as every machine of a deployment shares one).
+os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(64))
 
 from config.settings.base import *  # noqa: E402,F403
 

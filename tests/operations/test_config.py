@@ -11,7 +11,9 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from config import secret_key
 from config.env import ConfigError, Env, require_longer
+from tests.support.race import race
 
 MANAGE_PY = Path(settings.BASE_DIR) / "manage.py"
 
@@ -23,7 +25,8 @@ SETTINGS_VARIABLES = {
     "REQUEUE_AFTER_SECONDS", "SHUTDOWN_TIMEOUT_SECONDS", "TRAINING_CHECKPOINT_EVERY_EPOCHS",
     "BACKTEST_CHECKPOINT_EVERY_BARS", "CHECKPOINT_TIME_INTERVAL_SECONDS", "CHECKPOINT_MAX_AGE_DAYS",
     "CHECKPOINT_CLEANUP_INTERVAL_HOURS", "Q_BROKER", "REDIS_URL", "Q_WORKERS", "Q_TASK_TIMEOUT_SECONDS",
-    "Q_RETRY_SECONDS", "Q_MAX_ATTEMPTS", "LOG_LEVEL",
+    "Q_RETRY_SECONDS", "Q_MAX_ATTEMPTS", "LOG_LEVEL", "DJANGO_CSRF_TRUSTED_ORIGINS", "DJANGO_SECURE_SSL_REDIRECT",
+    "DJANGO_HSTS_SECONDS", "DJANGO_HSTS_INCLUDE_SUBDOMAINS", "DJANGO_HSTS_PRELOAD",
 }
 
 
@@ -113,7 +116,6 @@ def test_short_but_consistent_intervals_pass_the_check(manage):
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
         ({"DATABASE_URL": "garbage"}, "DATABASE_URL"),
         ({"DJANGO_DEBUG": "maybe"}, "DJANGO_DEBUG"),
-        ({"DJANGO_PRODUCTION": "true"}, "DJANGO_SECRET_KEY"),
         ({"CHECKPOINT_MAX_AGE_DAYS": "0"}, "CHECKPOINT_MAX_AGE_DAYS"),
         ({"TRAINING_CHECKPOINT_EVERY_EPOCHS": "-1"}, "TRAINING_CHECKPOINT_EVERY_EPOCHS"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
@@ -147,10 +149,99 @@ def test_a_project_command_also_stops_on_an_invalid_value(manage):
     assert process.stdout == ""
 
 
+STRONG_KEY = "k3y-" + "0123456789abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+PRODUCTION = {"DJANGO_PRODUCTION": "true", "DJANGO_SECRET_KEY": STRONG_KEY, "DJANGO_ALLOWED_HOSTS": "ops.example.com"}
+
+
 def test_secret_key_given_in_production_passes(manage):
-    process = manage("check", DJANGO_PRODUCTION="true", DJANGO_SECRET_KEY="x" * 50)
+    process = manage("check", **PRODUCTION)
 
     assert process.returncode == 0, process.stderr
+
+
+def test_production_passes_the_deployment_check_without_a_warning(manage):
+    process = manage("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION,
+                     DJANGO_CSRF_TRUSTED_ORIGINS="https://ops.example.com")
+
+    assert process.returncode == 0, process.stderr
+    assert "no issues" in process.stdout and process.stderr == ""
+
+
+def test_a_development_installation_warns_in_the_deployment_check(manage):
+    process = manage("check", "--deploy", "--fail-level", "WARNING")
+
+    assert process.returncode == 1
+    assert "security.W004" in process.stderr and "SESSION_COOKIE_SECURE" in process.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable", "words"),
+    [
+        ({"DJANGO_SECRET_KEY": None}, "DJANGO_SECRET_KEY", "is required"),
+        ({"DJANGO_SECRET_KEY": "x" * 64}, "DJANGO_SECRET_KEY", "too weak"),
+        ({"DJANGO_SECRET_KEY": "short-but-varied-1234"}, "DJANGO_SECRET_KEY", "too weak"),
+        ({"DJANGO_SECRET_KEY": "django-insecure-" + STRONG_KEY}, "DJANGO_SECRET_KEY", "too weak"),
+        ({"DJANGO_ALLOWED_HOSTS": None}, "DJANGO_ALLOWED_HOSTS", "is required"),
+        ({"DJANGO_DEBUG": "true"}, "DJANGO_DEBUG", "invalid"),
+        ({"DJANGO_CSRF_TRUSTED_ORIGINS": "ops.example.com"}, "DJANGO_CSRF_TRUSTED_ORIGINS", "https://"),
+    ],
+    ids=["missing-key", "one-character", "short", "insecure-prefix", "no-hosts", "debug", "origin-without-scheme"],
+)
+def test_production_stops_on_a_missing_or_weak_value_naming_it(manage, overrides, variable, words):
+    process = manage("check", **{**PRODUCTION, **overrides})
+
+    assert_config_error(process, variable)
+    assert words in process.stderr
+
+
+# --- the secret key of an installation without DJANGO_SECRET_KEY
+
+def key_of(manage) -> str:
+    process = manage("shell", "--no-imports", "-c", "from django.conf import settings; print(settings.SECRET_KEY)")
+    assert process.returncode == 0, process.stderr
+    return process.stdout.strip()
+
+
+def test_an_installation_generates_its_key_once_readable_by_its_owner_only(manage, tmp_path):
+    first = key_of(manage)
+    key_file = tmp_path / "var" / "secret_key"
+
+    assert key_file.read_text() == first and len(first) >= 50
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert key_of(manage) == first  # reused: sessions and queued tasks survive a restart
+    assert first not in Path(settings.BASE_DIR, "config", "settings", "base.py").read_text()
+
+
+def test_two_installations_have_different_keys(manage, tmp_path):
+    other = tmp_path / "other"
+
+    assert key_of(manage) != key_of(lambda *args, **overrides: manage(*args, VAR_DIR=str(other), **overrides))
+
+
+def test_processes_starting_at_once_agree_on_one_key(tmp_path):
+    path = tmp_path / "secret_key"
+
+    keys = race(lambda _: secret_key.development_key(path), threads=16)
+
+    assert len(set(keys)) == 1 and isinstance(keys[0], str), keys
+    assert path.read_text() == keys[0]
+    assert [found.name for found in tmp_path.iterdir()] == ["secret_key"]  # no candidate left behind
+
+
+def test_a_key_file_others_can_read_is_refused_naming_the_file(manage, tmp_path):
+    key_of(manage)
+    key_file = tmp_path / "var" / "secret_key"
+    key_file.chmod(0o644)
+
+    process = manage("check")
+
+    assert_config_error(process, "secret_key")
+    assert "chmod 600" in process.stderr
+
+
+def test_a_given_key_is_used_and_no_file_is_written(manage, tmp_path):
+    assert key_of(lambda *args, **overrides: manage(*args, DJANGO_SECRET_KEY=STRONG_KEY, **overrides)) == STRONG_KEY
+    assert not (tmp_path / "var" / "secret_key").exists()
 
 
 # --- Env, with a dict for the environment
