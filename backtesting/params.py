@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rest_framework import serializers
 
 from backtesting.strategies import STRATEGIES, get_strategy
 from marketdata.params import SeriesRangeSerializer
 from operations.api.serializers import OperationIdField
 from operations.models import Operation, OperationStatus
+from training.artifacts import model_files
 
 
 class BacktestParamsSerializer(SeriesRangeSerializer):
@@ -72,11 +71,12 @@ class BacktestParamsSerializer(SeriesRangeSerializer):
                 {"model": f"Training operation {operation_id} is {training.status}; its model is ready once it is "
                           "COMPLETED."}
             )
-        result = training.result or {}
-        paths = {"model_path": result.get("model_path"), "feature_spec_path": result.get("feature_spec_path")}
-        missing = [name for name, path in paths.items() if not path or not Path(path).exists()]
+        try:
+            missing = model_files(operation_id).missing()
+        except ValueError as exc:
+            raise serializers.ValidationError({"model": f"The files of training operation {operation_id}: {exc}."})
         if missing:
             raise serializers.ValidationError(
                 {"model": f"The files of training operation {operation_id} are missing ({', '.join(missing)})."}
             )
-        return {"model_operation_id": operation_id, **paths}
+        return {"model_operation_id": operation_id}

@@ -23,7 +23,7 @@ from django.conf import settings
 
 from backtesting.checkpoint import checkpoint_state, iso
 from backtesting.engine import Costs, Engine, EngineState, equity_from_fills, metrics
-from backtesting.spool import Spool, results_dir
+from backtesting.spool import Spool, equity_curve_file, results_dir
 from backtesting.strategies import get_strategy
 from checkpoints.models import CheckpointType
 from checkpoints.policy import policy_for
@@ -145,7 +145,7 @@ class BacktestRunner:
         folder = results_dir(self.context.operation_id)
         folder.mkdir(parents=True, exist_ok=True)
         equity = np.array(engine.equity, dtype=np.float64)  # a copy: the engine's array stays resizable
-        equity_path = folder / "equity.npy"
+        equity_path = equity_curve_file(self.context.operation_id)
         temporary = folder / f".equity.{os.getpid()}.npy"
         np.save(temporary, equity)
         os.replace(temporary, equity_path)
@@ -160,7 +160,7 @@ class BacktestRunner:
             "last_bar": iso(self.times[-1]),
             "metrics": metrics(engine, TIMEFRAMES[self.params["timeframe"]], trades),
             "trades": trades,
-            "equity_curve_path": str(equity_path),
+            "equity_curve_path": str(equity_path),  # for people to read; code uses spool.equity_curve_file
             "equity_curve": [[iso(self.times[i]), float(equity[i])] for i in picked],
             "timings": {
                 "engine_seconds": round(self.engine_seconds_before + self.engine_seconds, 4),

@@ -28,6 +28,7 @@ prefix is ever read.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import zlib
 from array import array
@@ -38,9 +39,11 @@ from django.conf import settings
 
 from backtesting.engine import FILL_FIELDS, TRADE_FIELDS, Engine
 from checkpoints.services import Append, write_appends
+from operations.artifacts import artifact_file, artifact_folder
 
 FILLS = "fills.f64"  # float64, native byte order: len(FILL_FIELDS) numbers per fill
-CRC_FIELD = "fills_crc32"  # where a checkpoint's state records the CRC-32 of the fills it names
+CRC_FIELD = "fills_crc32"
+SPOOL_NAME = re.compile(r"run-[0-9]{1,10}\Z")  # a run's spool folder: run-<attempt>  # where a checkpoint's state records the CRC-32 of the fills it names
 
 
 class SpoolIncomplete(ValueError):
@@ -48,7 +51,12 @@ class SpoolIncomplete(ValueError):
 
 
 def results_dir(operation_id: str) -> Path:
-    return Path(settings.RESULTS_DIR) / operation_id
+    """A backtest's folder, found from its id (never from its result): its equity curve and run spools."""
+    return artifact_folder(settings.RESULTS_DIR, operation_id)
+
+
+def equity_curve_file(operation_id: str) -> Path:
+    return artifact_file(settings.RESULTS_DIR, operation_id, "equity.npy")
 
 
 class Spool:
@@ -123,6 +131,8 @@ class Spool:
     @staticmethod
     def read(operation_id: str, saved: dict[str, Any]) -> array:
         """The fill log a checkpoint names (its count), from the spool that holds it, checked (CRC-32)."""
+        if not SPOOL_NAME.match(str(saved["spool"])):
+            raise SpoolIncomplete(f"the checkpoint of {operation_id} names no spool of its runs ({saved['spool']!r})")
         folder = results_dir(operation_id) / saved["spool"]
         count = saved["fills_count"]
         size = count * len(FILL_FIELDS) * 8

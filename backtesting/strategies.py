@@ -14,7 +14,6 @@ To add a strategy, subclass `Strategy` in any installed app, give it a
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,6 +21,7 @@ import pandas as pd
 from rest_framework import serializers
 
 from backtesting.engine import FLAT, HOLD, LONG, SHORT
+from training.artifacts import model_files
 from training.features import FeatureSpec, raw_features, standardise
 
 STRATEGIES: dict[str, type["Strategy"]] = {}
@@ -115,10 +115,11 @@ class ModelStrategy(Strategy):
 
         from training.model import DirectionClassifier
 
-        saved = json.loads(Path(self.params["feature_spec_path"]).read_text())
+        files = model_files(self.params["model_operation_id"])  # from the id, never a path from data
+        saved = json.loads(files.feature_spec.read_text())
         spec = FeatureSpec.from_dict(saved["feature_spec"])
         model = DirectionClassifier(saved["inputs"], list(saved["hidden_sizes"]))
-        model.load_state_dict(torch.load(self.params["model_path"], weights_only=True))
+        model.load_state_dict(torch.load(files.model, weights_only=True))
         model.eval()
         features = raw_features(bars, spec)
         usable = features.notna().all(axis=1).to_numpy()

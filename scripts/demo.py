@@ -118,7 +118,9 @@ def main() -> None:
     from checkpoints.models import Checkpoint
     from operations.models import TERMINAL_STATUSES, Operation
     from operations.services.lifecycle import operation_cancel
+    from backtesting.spool import equity_curve_file
     from runtime.resume import operation_resume
+    from training.artifacts import model_files
 
     # The workers run scripts/demo_settings.py: the engine slowed so that a cancel lands midway.
     cluster = start("qcluster", "qcluster", "--settings", "demo_settings")
@@ -176,8 +178,8 @@ def main() -> None:
 
     if straight.status != "COMPLETED" or resumed.status != "COMPLETED":
         sys.exit(f"a run did not complete: {straight.status} / {resumed.status}; see {DEMO_DIR}/*.log")
-    first = torch.load(straight.result["model_path"], weights_only=True)
-    second = torch.load(resumed.result["model_path"], weights_only=True)
+    first = torch.load(model_files(straight_id).model, weights_only=True)
+    second = torch.load(model_files(resumed_id).model, weights_only=True)
     identical = first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     checkpoint_left = Checkpoint.objects.filter(pk=resumed_id).exists()
 
@@ -198,8 +200,8 @@ def main() -> None:
     same_backtest = (
         straight_bt.result["trades"] == resumed_bt.result["trades"]
         and straight_bt.result["metrics"] == resumed_bt.result["metrics"]
-        and np.array_equal(np.load(straight_bt.result["equity_curve_path"]),
-                           np.load(resumed_bt.result["equity_curve_path"]))
+        and np.array_equal(np.load(equity_curve_file(straight_bt_id)),
+                           np.load(equity_curve_file(resumed_bt_id)))
     )
     metrics, timings = straight_bt.result["metrics"], straight_bt.result["timings"]
     print(f"  straight backtest {straight_bt_id}: {metrics['number_of_trades']:,} trades, total return "

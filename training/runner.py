@@ -15,7 +15,6 @@ import io
 import json
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +25,7 @@ from checkpoints.models import CheckpointType
 from checkpoints.policy import policy_for
 from marketdata.series import load_bars
 from runtime.context import RunContext
+from training.artifacts import model_files, model_folder
 from training.features import FeatureSpec, fit, labels, raw_features, standardise
 from training.model import DirectionClassifier
 
@@ -202,20 +202,20 @@ class TrainingRunner:
 
     # --- the result
     def _finish(self, checkpoint_seconds: float) -> dict[str, Any]:
-        folder = Path(settings.MODELS_DIR) / self.context.operation_id
-        folder.mkdir(parents=True, exist_ok=True)
-        model_path = folder / "model.pt"
-        torch.save(self.model.state_dict(), model_path)
-        torch.save(self.best_state, folder / "best_model.pt")
-        (folder / "feature_spec.json").write_text(
+        files = model_files(self.context.operation_id)
+        model_folder(self.context.operation_id).mkdir(parents=True, exist_ok=True)
+        torch.save(self.model.state_dict(), files.model)
+        torch.save(self.best_state, files.best_model)
+        files.feature_spec.write_text(
             json.dumps({"feature_spec": self.spec.as_dict(), "hidden_sizes": list(self.params["hidden_sizes"]),
                         "inputs": int(self.x_train.shape[1])}, indent=2)
         )
         last = self.history[-1] if self.history else {}
         return {
-            "model_path": str(model_path),
-            "best_model_path": str(folder / "best_model.pt"),
-            "feature_spec_path": str(folder / "feature_spec.json"),
+            # For people to read: code finds the files from the operation id (training.artifacts).
+            "model_path": str(files.model),
+            "best_model_path": str(files.best_model),
+            "feature_spec_path": str(files.feature_spec),
             "epochs_completed": self.epoch,
             "best_val_loss": self.best_val_loss if math.isfinite(self.best_val_loss) else None,
             "best_epoch": self.best_epoch,

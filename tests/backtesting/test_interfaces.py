@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 from io import StringIO
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib.admin.utils import quote
 from django.core.management import CommandError, call_command
 from django.urls import reverse
@@ -45,18 +47,21 @@ def market(backtest_dirs):
     return backtest_dirs
 
 
-@pytest.fixture
-def model_files(tmp_path) -> dict[str, str]:
-    """Files standing in for a trained model (the request only checks they exist)."""
-    folder = tmp_path / "models" / "trained"
+def model_files(operation: Operation, *, files: tuple[str, ...] = ("model.pt", "feature_spec.json")) -> dict:
+    """Files standing in for a trained model, where its id says (the request only checks they exist); the
+    result's path fields, as a training writes them."""
+    folder = Path(settings.MODELS_DIR) / operation.pk
     folder.mkdir(parents=True)
-    (folder / "model.pt").write_bytes(b"weights")
-    (folder / "feature_spec.json").write_text("{}")
+    for name in files:
+        (folder / name).write_bytes(b"stand-in")
     return {"model_path": str(folder / "model.pt"), "feature_spec_path": str(folder / "feature_spec.json")}
 
 
-def training(owner=None, status=S.COMPLETED, result=None) -> Operation:
-    return OperationFactory(operation_type="training", status=status, owner=owner, result=result)
+def training(owner=None, status=S.COMPLETED, with_files: bool = True) -> Operation:
+    operation = OperationFactory(operation_type="training", status=status, owner=owner)
+    if with_files:
+        Operation.objects.filter(pk=operation.pk).update(result=model_files(operation))
+    return operation
 
 
 def assert_nothing_created() -> None:
@@ -185,8 +190,8 @@ def test_no_data_error_says_how_to_generate_it(market, user_client):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("status", [S.PENDING, S.RUNNING, S.FAILED, S.CANCELLED])
-def test_a_model_not_completed_is_refused(market, user, user_client, model_files, status):
-    model = training(owner=user, status=status, result=model_files if status != S.PENDING else None)
+def test_a_model_not_completed_is_refused(market, user, user_client, status):
+    model = training(owner=user, status=status, with_files=status != S.PENDING)
     response = user_client.post(URL, {"symbol": "SYN", "timeframe": "1h", "strategy": "model", "model": model.pk},
                                 format="json")
     assert response.status_code == 400
@@ -196,12 +201,34 @@ def test_a_model_not_completed_is_refused(market, user, user_client, model_files
 
 
 @pytest.mark.django_db
-def test_a_model_whose_files_are_gone_is_refused(market, user, user_client, model_files):
-    model = training(owner=user, result={**model_files, "model_path": model_files["model_path"] + ".gone"})
+def test_a_model_whose_files_are_gone_is_refused(market, user, user_client):
+    model = training(owner=user, with_files=False)
+    model_files(model, files=("feature_spec.json",))
     response = user_client.post(URL, {"symbol": "SYN", "timeframe": "1h", "strategy": "model", "model": model.pk},
                                 format="json")
     assert response.status_code == 400
-    assert "model_path" in response.json()["details"]["model"][0]
+    assert "missing (model)" in response.json()["details"]["model"][0]
+
+
+@pytest.mark.django_db
+def test_the_model_files_are_found_from_the_id_never_from_the_result(market, user, user_client, other_user,
+                                                                     django_capture_on_commit_callbacks):
+    """A forged result pointing at another user's model: the paths are not even looked at."""
+    theirs = training(owner=other_user)
+    mine = training(owner=user, with_files=False)
+    Operation.objects.filter(pk=mine.pk).update(result=Operation.objects.get(pk=theirs.pk).result)
+    body = {"symbol": "SYN", "timeframe": "1h", "strategy": "model", "model": mine.pk}
+
+    refused = user_client.post(URL, body, format="json")
+
+    assert refused.status_code == 400
+    assert "missing (model, feature_spec)" in refused.json()["details"]["model"][0]
+    assert_nothing_created()
+    model_files(mine)
+    accepted = post(user_client, body, django_capture_on_commit_callbacks)
+    assert accepted.status_code == 201
+    assert accepted.json()["params"]["strategy_params"]["model_operation_id"] == mine.pk
+    assert "model_path" not in accepted.json()["params"]["strategy_params"]
 
 
 @pytest.mark.django_db
@@ -215,23 +242,23 @@ def test_a_backtest_is_not_a_model(market, user, user_client):
 
 @pytest.mark.django_db
 def test_the_model_of_a_completed_training_is_used(
-    market, user, user_client, model_files, django_capture_on_commit_callbacks
+    market, user, user_client, django_capture_on_commit_callbacks
 ):
-    model = training(owner=user, result=model_files)
+    model = training(owner=user)
     response = post(user_client, {"symbol": "SYN", "timeframe": "1h", "strategy": "model", "model": model.pk,
                                   "params": {"threshold": 0.6}}, django_capture_on_commit_callbacks)
     assert response.status_code == 201, response.content
     assert response.json()["params"]["model"] == model.pk
     assert response.json()["params"]["strategy_params"] == {
-        "threshold": 0.6, "allow_short": False, "model_operation_id": model.pk, **model_files,
+        "threshold": 0.6, "allow_short": False, "model_operation_id": model.pk,
     }
 
 
 @pytest.mark.django_db
 def test_a_user_cannot_backtest_another_users_model_but_staff_can(
-    market, user_client, other_user, staff_client, model_files, django_capture_on_commit_callbacks
+    market, user_client, other_user, staff_client, django_capture_on_commit_callbacks
 ):
-    model = training(owner=other_user, result=model_files)
+    model = training(owner=other_user)
     body = {"symbol": "SYN", "timeframe": "1h", "strategy": "model", "model": model.pk}
 
     refused = user_client.post(URL, body, format="json")

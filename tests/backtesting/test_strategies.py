@@ -278,10 +278,10 @@ def test_model_decisions_use_the_features_of_training(trained, monkeypatch):
     up = model_probabilities(result, x)
     distance = np.abs(up - 0.5)
     threshold = 0.5 + float(np.quantile(distance, 0.5))  # half the bars decide a side, half stay flat
-    paths = {"model_path": result["model_path"], "feature_spec_path": result["feature_spec_path"]}
+    model = {"model_operation_id": trained.pk}  # its files are found from the id
 
     seen.clear()
-    decisions = ModelStrategy({"threshold": threshold, "allow_short": True, **paths}).decisions(bars)
+    decisions = ModelStrategy({"threshold": threshold, "allow_short": True, **model}).decisions(bars)
     assert len(seen) == 1 and torch.equal(seen[0], x)
 
     warmup = spec.warmup
@@ -292,7 +292,7 @@ def test_model_decisions_use_the_features_of_training(trained, monkeypatch):
     assert set(decisions[:warmup].tolist()) == {HOLD} and HOLD not in decisions[warmup:].tolist()
     assert {LONG, SHORT, FLAT} <= set(decisions.tolist())
 
-    long_only = ModelStrategy({"threshold": threshold, "allow_short": False, **paths}).decisions(bars)
+    long_only = ModelStrategy({"threshold": threshold, "allow_short": False, **model}).decisions(bars)
     assert SHORT not in long_only.tolist()
     assert long_only.tolist() == [FLAT if d == SHORT else d for d in decisions.tolist()]
 
@@ -307,7 +307,6 @@ def test_a_model_backtest_runs_on_a_completed_training(trained):
     strategy_params = operation.params["strategy_params"]
     assert strategy_params == {
         "threshold": 0.5, "allow_short": True, "model_operation_id": trained.pk,
-        "model_path": trained.result["model_path"], "feature_spec_path": trained.result["feature_spec_path"],
     }
     assert run_operation(operation.pk) == "completed"
     result = Operation.objects.get(pk=operation.pk).result

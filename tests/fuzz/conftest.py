@@ -125,9 +125,9 @@ def operations_of(owner, kind: str, models_dir: Path) -> list[Operation]:
         folder = models_dir / made[-1].pk
         folder.mkdir(parents=True)
         (folder / "model.pt").write_bytes(b"not really a model")
-        (folder / "features.json").write_text("{}")
+        (folder / "feature_spec.json").write_text("{}")
         Operation.objects.filter(pk=made[-1].pk).update(result={
-            "model_path": str(folder / "model.pt"), "feature_spec_path": str(folder / "features.json"),
+            "model_path": str(folder / "model.pt"), "feature_spec_path": str(folder / "feature_spec.json"),
             "epochs_completed": 3, "best_val_loss": 0.69, "history": {}, "timings": {"train_seconds": 1.0},
         })
     return made
