@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 from agents.models import Assessment
 from agents.params import SessionParamsSerializer
 from agents.services import session_start
+from operations import permissions
 from operations.api.serializers import OperationDetailSerializer
 from operations.api.shared import ERRORS, user_actor
 
@@ -29,7 +30,7 @@ class AssessmentSerializer(serializers.ModelSerializer):
 
 
 class AssessmentListView(generics.ListAPIView):
-    """The sessions' assessments, newest first (a user sees those of their own sessions; staff, all)."""
+    """The sessions' assessments, newest first (a user sees those of their own sessions; one with the view-all permission, all)."""
 
     serializer_class = AssessmentSerializer
 
@@ -39,6 +40,6 @@ class AssessmentListView(generics.ListAPIView):
 
     def get_queryset(self):
         assessments = Assessment.objects.order_by("-created_at")
-        if not self.request.user.is_staff:
+        if not permissions.sees_all(self.request.user):
             assessments = assessments.filter(session__owner=self.request.user)
         return assessments

@@ -61,8 +61,8 @@ class BacktestParamsSerializer(SeriesRangeSerializer):
             )
         owner = self.context.get("owner")
         operations = Operation.objects.filter(pk=operation_id, operation_type="training")
-        if owner is not None and not owner.is_staff:
-            operations = operations.filter(owner=owner)
+        if owner is not None:  # the command line: anyone's
+            operations = operations.visible_to(owner)
         training = operations.first()
         if training is None:
             raise serializers.ValidationError({"model": f"No training operation {operation_id}."})

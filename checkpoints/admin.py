@@ -10,6 +10,7 @@ from django.utils.html import format_html, format_html_join
 
 from checkpoints.models import Checkpoint
 from checkpoints.services import checkpoint_discard
+from operations import permissions
 from operations.exceptions import ServiceError
 
 
@@ -62,6 +63,13 @@ class CheckpointAdmin(admin.ModelAdmin):
             ((a["name"], f"{a['size']:,}", a["sha256"]) for a in checkpoint.manifest),
         )
         return format_html("<table><tr><th>name</th><th>bytes</th><th>sha256</th></tr>{}</table>", rows)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Checkpoint]:
+        """The checkpoints of the operations the user sees (the API's rule)."""
+        checkpoints = super().get_queryset(request)
+        if not permissions.sees_all(request.user):
+            checkpoints = checkpoints.filter(operation__owner=request.user)
+        return checkpoints
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

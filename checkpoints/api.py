@@ -7,7 +7,6 @@ from typing import Any
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,7 +20,8 @@ from checkpoints.services import (
     checkpoint_stats,
     checkpoints_expired,
 )
-from operations import selectors
+from operations import permissions, selectors
+from operations.api.permissions import CleansUpCheckpoints
 from operations.api.serializers import OperationIdField
 from operations.api.shared import ERRORS, ErrorSerializer, path_value
 
@@ -88,8 +88,9 @@ class StatsSerializer(serializers.Serializer):
 
 
 def visible_checkpoints(request: Request):
+    """The checkpoints of the operations the user sees."""
     checkpoints = Checkpoint.objects.select_related("operation")
-    if not request.user.is_staff:
+    if not permissions.sees_all(request.user):
         checkpoints = checkpoints.filter(operation__owner=request.user)
     return checkpoints
 
@@ -132,12 +133,14 @@ class CheckpointDetailView(APIView):
     )
     def delete(self, request: Request, operation_id: str) -> Response:
         checkpoint = visible_checkpoint(request, operation_id)
+        permissions.require(request.user, checkpoint.operation, permissions.DELETE_CHECKPOINT,
+                            "delete the checkpoint of")
         checkpoint_discard(checkpoint.operation_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class CheckpointCleanupView(APIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [CleansUpCheckpoints]
 
     @extend_schema(
         request=CleanupInputSerializer,

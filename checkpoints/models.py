@@ -48,6 +48,7 @@ class Checkpoint(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["created_at"], name="checkpoint_created_idx")]
+        permissions = [("cleanup_checkpoints", "Can delete every user's checkpoints older than an age")]
 
     def __str__(self) -> str:
         return f"{self.checkpoint_type} checkpoint of {self.operation_id}"

@@ -8,6 +8,7 @@ with a silently wrong interval.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -96,3 +97,8 @@ def require_longer(longer: str, longer_value: float, shorter: str, shorter_value
             f"{longer}={longer_value:g} is invalid: it must be longer than "
             f"{shorter}={shorter_value:g}."
         )
+
+
+def without_password(url: str) -> str:
+    """A URL as an error message may show it: its password (user:password@) replaced by ***."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", url)

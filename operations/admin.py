@@ -6,7 +6,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from operations import registry
+from operations import permissions, registry
 from operations.exceptions import ServiceError
 from operations.models import RESUMABLE_STATUSES, Operation, OperationEvent, Worker
 from operations.services.lifecycle import CancelOutcome, operation_cancel
@@ -156,13 +156,20 @@ class OperationAdmin(admin.ModelAdmin):
         extra_context = {**(extra_context or {}), **(registry.detail_panel(operation) if operation else {})}
         return super().change_view(request, object_id, form_url, extra_context)
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Operation]:
+        return super().get_queryset(request).visible_to(request.user)  # the API's rule
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # operations are created through the API and the command line
+
+    # The actions' permissions: the admin offers an action only to a user who holds it.
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(permissions.CANCEL)
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False  # state changes only through transitions (actions)
 
-    @admin.action(description="Cancel selected operations")
+    @admin.action(description="Cancel selected operations", permissions=["cancel"])
     def cancel_operations(self, request: HttpRequest, queryset: QuerySet[Operation]) -> None:
         counts = {outcome: 0 for outcome in CancelOutcome}
         refused = []

@@ -12,7 +12,7 @@ from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from operations import transitions
+from operations import permissions, transitions
 from operations.transitions import (  # noqa: F401  (the statuses are the models' too)
     QUEUED_STATUSES,
     RESUMABLE_STATUSES,
@@ -102,9 +102,10 @@ class OperationQuerySet(models.QuerySet):
         return operation
 
     def visible_to(self, user) -> "OperationQuerySet":
-        if user.is_staff:
+        """Everyone's with the view-all permission (a superuser's), else the user's own."""
+        if permissions.sees_all(user):
             return self
-        return self.filter(owner=user)
+        return self.filter(owner=user) if user.is_authenticated else self.none()
 
 
 class Operation(models.Model):
@@ -168,6 +169,11 @@ class Operation(models.Model):
             models.Index(fields=["-created_at"], name="op_created_idx"),
             models.Index(fields=["owner", "-created_at"], name="op_owner_created_idx"),
             models.Index(fields=["operation_type", "status"], name="op_type_status_idx"),
+        ]
+        permissions = [
+            ("view_all_operations", "Can see every user's operations"),
+            ("cancel_operation", "Can cancel another user's operations"),
+            ("resume_operation", "Can resume another user's operations"),
         ]
 
     def __str__(self) -> str:

@@ -9,6 +9,7 @@ from django.http import HttpRequest
 
 from checkpoints.services import checkpoint_discard
 from operations import admin as core_admin
+from operations import permissions
 from operations.exceptions import ServiceError
 from operations.models import Operation
 from runtime.resume import operation_resume
@@ -20,7 +21,13 @@ admin.site.unregister(Operation)
 class OperationAdmin(core_admin.OperationAdmin):
     actions = [*core_admin.OperationAdmin.actions, "resume_operations", "delete_checkpoints"]
 
-    @admin.action(description="Resume selected operations from their checkpoints")
+    def has_resume_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(permissions.RESUME)
+
+    def has_delete_checkpoint_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(permissions.DELETE_CHECKPOINT)
+
+    @admin.action(description="Resume selected operations from their checkpoints", permissions=["resume"])
     def resume_operations(self, request: HttpRequest, queryset: QuerySet[Operation]) -> None:
         resumed = []
         for operation_id in queryset.values_list("pk", flat=True):
@@ -32,7 +39,7 @@ class OperationAdmin(core_admin.OperationAdmin):
         if resumed:
             self.message_user(request, f"{len(resumed)} resuming: {', '.join(resumed)}.", messages.SUCCESS)
 
-    @admin.action(description="Delete the checkpoints of selected operations")
+    @admin.action(description="Delete the checkpoints of selected operations", permissions=["delete_checkpoint"])
     def delete_checkpoints(self, request: HttpRequest, queryset: QuerySet[Operation]) -> None:
         deleted = 0
         for operation_id in queryset.filter(checkpoint__isnull=False).values_list("pk", flat=True):

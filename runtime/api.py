@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from operations import selectors
+from operations import permissions, selectors
 from operations.api.serializers import OperationIdField
 from operations.api.shared import ERRORS, ErrorSerializer, path_value, user_actor
 from runtime.resume import operation_resume
@@ -42,6 +42,7 @@ class OperationResumeView(APIView):
     )
     def post(self, request: Request, operation_id: str) -> Response:
         operation_id = path_value(OperationIdField, "operation_id", operation_id)
-        selectors.operation_get(operation_id=operation_id, user=request.user)  # another user's: 404
+        visible = selectors.operation_get(operation_id=operation_id, user=request.user)  # another user's: 404
+        permissions.require(request.user, visible, permissions.RESUME, "resume")
         result = operation_resume(operation_id=operation_id, actor=user_actor(request))
         return Response(ResumeReplySerializer(result.as_dict()).data, status=status.HTTP_202_ACCEPTED)

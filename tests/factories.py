@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from operations.ids import new_operation_id
 from operations.models import Operation, OperationStatus, Worker, WorkerStatus
+from operations.permissions import operators_group
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -20,8 +21,29 @@ class UserFactory(factory.django.DjangoModelFactory):
 
 
 class StaffFactory(UserFactory):
+    """Staff as an upgrade leaves them: in the Operators group (see all, cancel, resume, clean up)."""
+
     username = factory.Sequence(lambda n: f"staff{n}")
     is_staff = True
+
+    @factory.post_generation
+    def operator(user, create, extracted, **kwargs):
+        if create:
+            user.groups.add(operators_group())
+
+
+class ViewOnlyStaffFactory(UserFactory):
+    """Staff who may open the admin and look at operations and checkpoints, and nothing more."""
+
+    username = factory.Sequence(lambda n: f"viewer{n}")
+    is_staff = True
+
+    @factory.post_generation
+    def view_permissions(user, create, extracted, **kwargs):
+        if create:
+            user.user_permissions.add(*Permission.objects.filter(
+                codename__in=["view_operation", "view_checkpoint", "view_worker", "view_operationevent"]
+            ))
 
 
 class WorkerUserFactory(UserFactory):

@@ -7,7 +7,7 @@ from pathlib import Path
 import dj_database_url
 
 from config import secret_key
-from config.env import ConfigError, Env, require_longer
+from config.env import ConfigError, Env, require_longer, without_password
 
 env = Env()
 
@@ -101,9 +101,11 @@ try:
         DATABASE_URL, conn_max_age=env.int("DATABASE_CONN_MAX_AGE", 0), conn_health_checks=True
     )
 except Exception as exc:  # dj-database-url raises several types for a bad URL
-    raise ConfigError(f"DATABASE_URL={DATABASE_URL!r} is invalid: {exc}") from None
+    raise ConfigError(f"DATABASE_URL={without_password(DATABASE_URL)!r} is invalid: {exc}") from None
 if _database.get("ENGINE") not in ("django.db.backends.sqlite3", "django.db.backends.postgresql"):
-    raise ConfigError(f"DATABASE_URL={DATABASE_URL!r} is invalid: use a sqlite:// or postgres:// URL.")
+    raise ConfigError(
+        f"DATABASE_URL={without_password(DATABASE_URL)!r} is invalid: use a sqlite:// or postgres:// URL."
+    )
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     # Web, cluster and control loop share one file: WAL lets readers run beside
     # the writer, the busy timeout makes a writer wait instead of failing, and

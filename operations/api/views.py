@@ -10,8 +10,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from operations import selectors
-from operations.api.permissions import IsWorkerOrStaff
+from operations import permissions, selectors
+from operations.api.permissions import ActsAsWorker, SeesWorkers
 from operations.api.serializers import (
     HealthSerializer,
     OperationDetailSerializer,
@@ -78,7 +78,8 @@ class OperationCancelView(APIView):
     )
     def post(self, request: Request, operation_id: str) -> Response:
         operation_id = path_value(OperationIdField, "operation_id", operation_id)
-        selectors.operation_get(operation_id=operation_id, user=request.user)  # 404 unless visible
+        visible = selectors.operation_get(operation_id=operation_id, user=request.user)  # 404 unless visible
+        permissions.require(request.user, visible, permissions.CANCEL, "cancel")
         outcome = operation_cancel(operation_id=operation_id, actor=user_actor(request))
         operation = selectors.operation_get(operation_id=operation_id, user=request.user)
         code = status.HTTP_200_OK if outcome is CancelOutcome.CANCELLED else status.HTTP_202_ACCEPTED
@@ -110,7 +111,7 @@ def worker_reply_body(reply: WorkerReply) -> dict:
 
 class WorkerListView(generics.ListAPIView):
     serializer_class = WorkerSerializer
-    permission_classes = [IsWorkerOrStaff]
+    permission_classes = [ActsAsWorker | SeesWorkers]
     queryset = Worker.objects.order_by("worker_id")
 
     @extend_schema(responses={200: WorkerSerializer(many=True), **ERRORS})
@@ -119,7 +120,7 @@ class WorkerListView(generics.ListAPIView):
 
 
 class WorkerDetailView(APIView):
-    permission_classes = [IsWorkerOrStaff]
+    permission_classes = [ActsAsWorker | SeesWorkers]
 
     @extend_schema(responses={200: WorkerSerializer, **ERRORS})
     def get(self, request: Request, worker_id: str) -> Response:
@@ -128,7 +129,7 @@ class WorkerDetailView(APIView):
 
 
 class WorkerRegisterView(APIView):
-    permission_classes = [IsWorkerOrStaff]
+    permission_classes = [ActsAsWorker]
 
     @extend_schema(request=WorkerRegisterInputSerializer, responses={200: WorkerRegisterReplySerializer, **ERRORS})
     def post(self, request: Request) -> Response:
@@ -155,7 +156,7 @@ class WorkerRegisterView(APIView):
 
 
 class WorkerHeartbeatView(APIView):
-    permission_classes = [IsWorkerOrStaff]
+    permission_classes = [ActsAsWorker]
 
     @extend_schema(request=WorkerHeartbeatInputSerializer, responses={200: WorkerReplySerializer, **ERRORS})
     def post(self, request: Request, worker_id: str) -> Response:

@@ -135,6 +135,13 @@ def test_the_message_shows_the_rejected_value(manage):
     assert process.stderr.count("\n") == 1  # one line, no traceback
 
 
+def test_a_url_in_an_error_does_not_show_its_password(manage):
+    process = manage("check", DATABASE_URL="mysql://ops:hunter2-secret@db.example.com/resilient")
+
+    assert_config_error(process, "DATABASE_URL")
+    assert "hunter2" not in process.stderr and "mysql://ops:***@db.example.com/resilient" in process.stderr
+
+
 def test_a_comparison_error_names_both_variables(manage):
     process = manage("check", WORKER_STALE_SECONDS="5", HEARTBEAT_INTERVAL_SECONDS="10")
 

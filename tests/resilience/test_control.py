@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
-from operations.models import Operation, OperationEvent, OperationStatus as S
+from operations.models import Operation, OperationEvent
+from operations.models import OperationStatus as S
 from operations.services.lifecycle import operation_cancel
+from tests.factories import StaffFactory
 from tests.resilience.conftest import runs
 from tests.resilience.fire import (
     assert_settled,
@@ -76,7 +77,7 @@ def test_fifty_concurrent_resumes(children, folders, live_server, run):
     wait_for_status(operation_id, S.CANCELLED)
     assert checkpoint_version(operation_id)
 
-    staff = get_user_model().objects.create_user("racer", password="secret-pass", is_staff=True)
+    staff = StaffFactory(username="racer")  # an operator: sees and resumes everyone's operations
     token = Token.objects.create(user=staff).key
     url = f"{live_server.url}/api/v1/operations/{operation_id}/resume/"
     replies = race_posts(url, token, RESUMES)
