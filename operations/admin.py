@@ -8,7 +8,8 @@ from django.utils.html import format_html
 
 from operations import permissions, registry
 from operations.exceptions import ServiceError
-from operations.models import RESUMABLE_STATUSES, Operation, OperationEvent, Worker
+from operations.models import RESUMABLE_STATUSES, Operation, OperationEvent, Worker, WorkerCredential
+from operations.services.credentials import credential_create, credential_revoke
 from operations.services.lifecycle import CancelOutcome, operation_cancel
 
 
@@ -45,7 +46,7 @@ class OperationEventInline(admin.TabularInline):
     model = OperationEvent
     extra = 0
     can_delete = False
-    fields = ["at", "from_status", "to_status", "reason", "actor"]
+    fields = ["at", "from_status", "to_status", "reason", "actor", "principal"]
     readonly_fields = fields
     ordering = ["-at", "-id"]
 
@@ -206,3 +207,39 @@ class WorkerAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+@admin.register(WorkerCredential)
+class WorkerCredentialAdmin(admin.ModelAdmin):
+    """Made here or with `manage.py workercredentials create`; the key is shown once, never again."""
+
+    list_display = ["prefix", "host", "description", "created_at", "created_by", "last_used_at", "revoked_at"]
+    list_filter = ["host"]
+    search_fields = ["prefix", "host", "description"]
+    fields = ["host", "description", "prefix", "created_at", "created_by", "last_used_at", "revoked_at"]
+    readonly_fields = ["prefix", "created_at", "created_by", "last_used_at", "revoked_at"]
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        return [*self.readonly_fields, "host", "description"] if obj else self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: WorkerCredential, form, change: bool) -> None:
+        if change:
+            return  # nothing of a credential changes but its revocation (the action)
+        credential, key = credential_create(host=obj.host, description=obj.description,
+                                            actor=f"admin:{request.user.get_username()}")
+        obj.pk = credential.pk
+        obj.refresh_from_db()
+        self.message_user(
+            request,
+            f"The key of {credential.prefix} (host {credential.host}), shown this once: {key}",
+            messages.WARNING,
+        )
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("operations.change_workercredential")
+
+    @admin.action(description="Revoke selected credentials", permissions=["revoke"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[WorkerCredential]) -> None:
+        revoked = [credential_revoke(prefix=prefix).prefix for prefix in queryset.values_list("prefix", flat=True)]
+        self.message_user(request, f"Revoked {len(revoked)}: {', '.join(revoked)}.", messages.SUCCESS)

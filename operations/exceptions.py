@@ -51,3 +51,24 @@ class ExecutorNotRegistered(ServiceError):
             f"No executor is registered for {operation_type} operations.",
             {"operation_type": operation_type},
         )
+
+
+class WorkerCredentialNotFound(ServiceError):
+    code = "WORKER_CREDENTIAL_NOT_FOUND"
+    status_code = 404
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(f"No worker credential starts with {prefix!r}.", {"prefix": prefix})
+
+
+class WorkerOfAnotherHost(ServiceError):
+    """A worker credential used for a worker id of another host."""
+
+    code = "WORKER_OF_ANOTHER_HOST"
+    status_code = 403
+
+    def __init__(self, worker_id: str, host: str) -> None:
+        super().__init__(
+            f"This credential acts for the workers of host {host!r} only, not for {worker_id}.",
+            {"worker_id": worker_id, "credential_host": host},
+        )

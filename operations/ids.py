@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime
+from datetime import timezone as dt_timezone
 
 from django.utils import timezone
 
@@ -16,7 +17,9 @@ OPERATION_ID_RE = re.compile(
 OPERATION_ID_FORMAT = "op_<type>_<YYYYMMDD>_<HHMMSS>_<8 hex>"
 
 # <host>:<cluster>:<pid>; host names may hold dots and dashes, never colons.
-WORKER_ID_RE = re.compile(r"^(?P<host>[A-Za-z0-9._-]{1,200}):(?P<cluster>[A-Za-z0-9._-]{1,100}):(?P<pid>\d{1,10})\Z")
+HOST_PATTERN = r"[A-Za-z0-9._-]{1,200}"
+HOST_RE = re.compile(rf"^{HOST_PATTERN}\Z")
+WORKER_ID_RE = re.compile(rf"^(?P<host>{HOST_PATTERN}):(?P<cluster>[A-Za-z0-9._-]{{1,100}}):(?P<pid>\d{{1,10}})\Z")
 WORKER_ID_FORMAT = "<host>:<cluster>:<pid>"
 
 

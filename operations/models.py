@@ -8,11 +8,13 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from operations import permissions, transitions
+from operations.ids import HOST_RE
 from operations.transitions import (  # noqa: F401  (the statuses are the models' too)
     QUEUED_STATUSES,
     RESUMABLE_STATUSES,
@@ -48,6 +50,7 @@ class OperationQuerySet(models.QuerySet):
         fence_attempt: int | None = None,
         extra_filter: Q | None = None,
         at: datetime | None = None,
+        principal: str = "",
         **changes: Any,
     ) -> bool:
         """Move one operation to `to_status` if it is still as expected; return whether it moved.
@@ -56,7 +59,9 @@ class OperationQuerySet(models.QuerySet):
         TransitionNotAllowed, before anything is written. One conditional UPDATE (the status, the table's guard,
         and optionally the version, and the worker and run that fence a worker's writes) with version + 1: two
         callers racing for the same transition cannot both win, whatever the isolation level. The winner writes
-        the event (at `at`, or now) in the same transaction, so history and state never disagree.
+        the event (at `at`, or now) in the same transaction, so history and state never disagree. `principal`
+        is who authenticated the request behind the change, when it is not the actor itself (a worker's
+        credential).
         """
         from_statuses = list(from_statuses)
         conditions = Q(pk=operation_id) & transitions.moving(from_statuses, to_status, actor)
@@ -85,11 +90,12 @@ class OperationQuerySet(models.QuerySet):
                     to_status=to_status,
                     reason=reason,
                     actor=actor,
+                    principal=principal,
                     **({"at": at} if at is not None else {}),
                 )
         return won == 1
 
-    def enter(self, to_status: str, *, actor: str, reason: str, **fields: Any) -> "Operation":
+    def enter(self, to_status: str, *, actor: str, reason: str, principal: str = "", **fields: Any) -> "Operation":
         """Create an operation in `to_status` with its first event, in one transaction: the transition table's
         change from no status (created PENDING, or adopted RUNNING from a worker's report)."""
         transitions.allowed(None, to_status, actor)
@@ -97,7 +103,7 @@ class OperationQuerySet(models.QuerySet):
             operation = self.create(status=to_status, **fields)
             OperationEvent.objects.create(
                 operation=operation, from_status="", to_status=to_status, reason=reason, actor=actor,
-                at=operation.created_at,
+                principal=principal, at=operation.created_at,
             )
         return operation
 
@@ -195,6 +201,9 @@ class OperationEvent(models.Model):
     to_status = models.CharField(max_length=32)
     reason = models.TextField(blank=True)
     actor = models.CharField(max_length=255)
+    # Who authenticated the request behind it, when not the actor itself: the credential a worker used over the
+    # API (credential:<prefix>@<host>), or the user who acted as a worker (user:<name>).
+    principal = models.CharField(max_length=255, blank=True, default="")
     at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -231,6 +240,36 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return self.worker_id
+
+
+class WorkerCredential(models.Model):
+    """The credential of one worker machine over the API: it acts only for worker ids of its host.
+
+    The key is shown once, when it is made; only its SHA-256 is kept (a random key of 256 bits needs no slow
+    hash), and its first characters, to recognise it in lists.
+    """
+
+    host = models.CharField(
+        max_length=200, validators=[RegexValidator(HOST_RE, "Letters, digits, dots, dashes and underscores.")],
+        help_text="The host name of the worker ids it may act for (the <host> of <host>:<cluster>:<pid>).",
+    )
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    description = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_by = models.CharField(max_length=255, blank=True, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["host", "-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.host}{', revoked' if self.revoked_at else ''})"
+
+    @property
+    def principal(self) -> str:
+        return f"credential:{self.prefix}@{self.host}"
 
 
 @dataclass(frozen=True)

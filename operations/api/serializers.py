@@ -109,7 +109,9 @@ class ProgressSerializer(serializers.Serializer):
 class OperationEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = OperationEvent
-        fields = ["from_status", "to_status", "reason", "actor", "at"]
+        fields = ["from_status", "to_status", "reason", "actor", "principal", "at"]
+        extra_kwargs = {"principal": {"help_text": "Who authenticated the request behind it when not the actor "
+                                                   "(a worker's credential, a user acting as a worker); else empty."}}
 
 
 class CheckpointSummarySerializer(serializers.Serializer):
@@ -221,7 +223,9 @@ class WorkerSerializer(serializers.ModelSerializer):
 class CompletedReportInputSerializer(serializers.Serializer):
     operation_id = OperationIdField()
     status = serializers.ChoiceField(choices=[(s.value, s.label) for s in TERMINAL_STATUSES])
-    attempt = serializers.IntegerField(min_value=1, max_value=MAX_INTEGER, required=False, allow_null=True)
+    attempt = serializers.IntegerField(
+        min_value=1, max_value=MAX_INTEGER, help_text="The run it reports (the attempt its worker claimed)."
+    )
     result = StorableJSONField(required=False, allow_null=True)
     error_message = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
     completed_at = serializers.DateTimeField(required=False, allow_null=True)
@@ -232,8 +236,14 @@ class WorkerRegisterInputSerializer(serializers.Serializer):
     worker_type = serializers.CharField(max_length=32, default="api")
     capabilities = JSONObjectField(required=False, default=dict)
     current_operation_id = OperationIdField(required=False, allow_null=True)
-    current_attempt = serializers.IntegerField(min_value=1, max_value=MAX_INTEGER, required=False, allow_null=True)
+    current_attempt = serializers.IntegerField(
+        min_value=1, max_value=MAX_INTEGER, required=False, allow_null=True,
+        help_text="Required with current_operation_id: the run the worker executes.",
+    )
     completed_operations = CompletedReportInputSerializer(many=True, required=False, default=list)
+
+    def validate(self, data):
+        return attempt_given(data, "current_operation_id", "current_attempt")
 
 
 class ProgressInputSerializer(serializers.Serializer):
@@ -246,8 +256,21 @@ class ProgressInputSerializer(serializers.Serializer):
 
 class WorkerHeartbeatInputSerializer(serializers.Serializer):
     operation_id = OperationIdField(required=False, allow_null=True)
-    attempt = serializers.IntegerField(min_value=1, max_value=MAX_INTEGER, required=False, allow_null=True)
+    attempt = serializers.IntegerField(
+        min_value=1, max_value=MAX_INTEGER, required=False, allow_null=True,
+        help_text="Required with operation_id: the run the worker executes.",
+    )
     progress = ProgressInputSerializer(required=False)
+
+    def validate(self, data):
+        return attempt_given(data, "operation_id", "attempt")
+
+
+def attempt_given(data: dict, operation_field: str, attempt_field: str) -> dict:
+    """A worker speaks of an operation only with the run it means: its attempt."""
+    if data.get(operation_field) and data.get(attempt_field) is None:
+        raise serializers.ValidationError({attempt_field: f"Required with {operation_field}: the run (attempt)."})
+    return data
 
 
 class InstructionSerializer(serializers.Serializer):

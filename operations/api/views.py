@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from operations import permissions, selectors
+from operations.api.authentication import WORKER_AUTHENTICATION, WorkerPrincipal, principal_of
 from operations.api.permissions import ActsAsWorker, SeesWorkers
 from operations.api.serializers import (
     HealthSerializer,
@@ -26,6 +27,8 @@ from operations.api.serializers import (
     WorkerSerializer,
 )
 from operations.api.shared import ERRORS, ErrorSerializer, path_value, user_actor
+from operations.exceptions import WorkerOfAnotherHost
+from operations.ids import parse_worker_id
 from operations.models import ControlLoop, Worker
 from operations.services.lifecycle import CancelOutcome, operation_cancel
 from operations.services.workers import (
@@ -111,6 +114,7 @@ def worker_reply_body(reply: WorkerReply) -> dict:
 
 class WorkerListView(generics.ListAPIView):
     serializer_class = WorkerSerializer
+    authentication_classes = WORKER_AUTHENTICATION
     permission_classes = [ActsAsWorker | SeesWorkers]
     queryset = Worker.objects.order_by("worker_id")
 
@@ -120,6 +124,7 @@ class WorkerListView(generics.ListAPIView):
 
 
 class WorkerDetailView(APIView):
+    authentication_classes = WORKER_AUTHENTICATION
     permission_classes = [ActsAsWorker | SeesWorkers]
 
     @extend_schema(responses={200: WorkerSerializer, **ERRORS})
@@ -128,7 +133,18 @@ class WorkerDetailView(APIView):
         return Response(WorkerSerializer(worker_get(worker_id)).data)
 
 
+def acting_for(request: Request, worker_id: str) -> str:
+    """The principal of a worker endpoint's request, once sure it may act for `worker_id`: a worker credential
+    only for the worker ids of its host (a user holding act_as_worker, for any)."""
+    if isinstance(request.user, WorkerPrincipal):
+        host, _cluster, _pid = parse_worker_id(worker_id)
+        if host != request.user.credential.host:
+            raise WorkerOfAnotherHost(worker_id, request.user.credential.host)
+    return principal_of(request.user)
+
+
 class WorkerRegisterView(APIView):
+    authentication_classes = WORKER_AUTHENTICATION
     permission_classes = [ActsAsWorker]
 
     @extend_schema(request=WorkerRegisterInputSerializer, responses={200: WorkerRegisterReplySerializer, **ERRORS})
@@ -136,6 +152,7 @@ class WorkerRegisterView(APIView):
         data = WorkerRegisterInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
+        principal = acting_for(request, values["worker_id"])
         current = None
         if values.get("current_operation_id"):
             current = CurrentOperation(
@@ -147,6 +164,8 @@ class WorkerRegisterView(APIView):
             capabilities=values["capabilities"],
             current_operation=current,
             completed_operations=[CompletedReport(**report) for report in values["completed_operations"]],
+            principal=principal,
+            adopt=False,
         )
         body = worker_reply_body(reply)
         body["completed_operations"] = [
@@ -156,11 +175,13 @@ class WorkerRegisterView(APIView):
 
 
 class WorkerHeartbeatView(APIView):
+    authentication_classes = WORKER_AUTHENTICATION
     permission_classes = [ActsAsWorker]
 
     @extend_schema(request=WorkerHeartbeatInputSerializer, responses={200: WorkerReplySerializer, **ERRORS})
     def post(self, request: Request, worker_id: str) -> Response:
         worker_id = path_value(WorkerIdField, "worker_id", worker_id)
+        principal = acting_for(request, worker_id)
         data = WorkerHeartbeatInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
@@ -168,7 +189,8 @@ class WorkerHeartbeatView(APIView):
         if values.get("operation_id"):
             current = CurrentOperation(operation_id=values["operation_id"], attempt=values.get("attempt"))
         progress = Progress(**values["progress"]) if values.get("progress") else None
-        reply = worker_heartbeat(worker_id=worker_id, current_operation=current, progress=progress)
+        reply = worker_heartbeat(worker_id=worker_id, current_operation=current, progress=progress,
+                                 principal=principal, adopt=False)
         return Response(worker_reply_body(reply))
 
 

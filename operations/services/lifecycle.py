@@ -150,6 +150,7 @@ def operation_finish(
     error_message: str = "",
     reason: str = "",
     completed_at=None,
+    principal: str = "",
 ) -> bool:
     """Record the outcome a worker reports for its run (COMPLETED, FAILED or CANCELLED).
 
@@ -180,6 +181,7 @@ def operation_finish(
         reason=reason or f"Reported {status.lower()} by its worker",
         fence_worker_id=worker_id,
         fence_attempt=attempt,  # FAILED only if presumed orphaned: the table's guard
+        principal=principal,
         **changes,
     )
     if won:

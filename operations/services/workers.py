@@ -106,12 +106,17 @@ def worker_register(
     capabilities: dict[str, Any] | None = None,
     current_operation: CurrentOperation | None = None,
     completed_operations: list[CompletedReport] | tuple[CompletedReport, ...] = (),
+    principal: str = "",
+    adopt: bool = True,
 ) -> WorkerReply:
     """Register (or re-register) a worker.
 
     1. Upsert the worker row (host and pid come from the worker id).
     2. Apply each completed report (rule 1), fenced on this worker and its run.
     3. Reconcile the current operation (rule 2) and say continue or stop.
+
+    `principal` (who authenticated an API caller) goes into the events; `adopt` False refuses to record an
+    operation the database does not know (an API caller cannot prove its worker started that run).
     """
     host, _cluster, pid = parse_worker_id(worker_id)
     now = db_now()
@@ -128,8 +133,11 @@ def worker_register(
             "last_seen_at": now,
         },
     )
-    completed = worker_report_outcomes(completed_operations, reporter=worker_id)
-    instruction = _apply_current(worker_id, current_operation, None, now) if current_operation else None
+    completed = worker_report_outcomes(completed_operations, reporter=worker_id, principal=principal)
+    instruction = (
+        _apply_current(worker_id, current_operation, None, now, principal=principal, adopt=adopt)
+        if current_operation else None
+    )
     worker = _record_worker_state(worker_id, instruction, now)
     return WorkerReply(worker=worker, instruction=instruction, completed=completed)
 
@@ -139,26 +147,31 @@ def worker_heartbeat(
     worker_id: str,
     current_operation: CurrentOperation | None = None,
     progress: Progress | None = None,
+    principal: str = "",
+    adopt: bool = True,
 ) -> WorkerReply:
     """Refresh a worker's liveness and its operation's heartbeat and progress.
 
     A heartbeat from a worker whose row is gone (deleted by hand) recreates it;
     one marked UNAVAILABLE becomes available again, and its operation, if the
     sweep had moved it to PENDING_RECONCILIATION or presumed it orphaned, is
-    RUNNING again (the live worker wins).
+    RUNNING again (the live worker wins). `principal` and `adopt`: as for worker_register.
     """
     host, _cluster, pid = parse_worker_id(worker_id)
     now = db_now()
     Worker.objects.get_or_create(
         worker_id=worker_id, defaults={"host": host, "pid": pid, "registered_at": now, "last_seen_at": now}
     )
-    instruction = _apply_current(worker_id, current_operation, progress, now) if current_operation else None
+    instruction = (
+        _apply_current(worker_id, current_operation, progress, now, principal=principal, adopt=adopt)
+        if current_operation else None
+    )
     worker = _record_worker_state(worker_id, instruction, now)
     return WorkerReply(worker=worker, instruction=instruction)
 
 
 def worker_report_outcomes(
-    reports: list[CompletedReport] | tuple[CompletedReport, ...], *, reporter: str | None = None
+    reports: list[CompletedReport] | tuple[CompletedReport, ...], *, reporter: str | None = None, principal: str = ""
 ) -> dict[str, bool]:
     """Rule 1 for each report, fenced on the worker process that ran it; operation id → applied now.
 
@@ -170,7 +183,7 @@ def worker_report_outcomes(
         runner = report.worker_id or reporter
         if runner is None:
             raise ValueError(f"the report for {report.operation_id} names no worker")
-        applied[report.operation_id] = _apply_completed(runner, report)
+        applied[report.operation_id] = _apply_completed(runner, report, principal)
     return applied
 
 
@@ -191,8 +204,12 @@ def _record_worker_state(worker_id: str, instruction: Instruction | None, now: d
     return Worker.objects.get(pk=worker_id)
 
 
-def _apply_completed(worker_id: str, report: CompletedReport) -> bool:
-    """Rule 1: record an outcome the worker could not report at the time."""
+def _apply_completed(worker_id: str, report: CompletedReport, principal: str) -> bool:
+    """Rule 1: record an outcome the worker could not report at the time; only for the run it names."""
+    if report.attempt is None:
+        logger.warning("Completed report for %s from %s names no run (attempt): refused", report.operation_id,
+                       worker_id)
+        return False
     applied = operation_finish(
         operation_id=report.operation_id,
         worker_id=worker_id,
@@ -202,6 +219,7 @@ def _apply_completed(worker_id: str, report: CompletedReport) -> bool:
         error_message=report.error_message,
         reason=f"Reported {report.status.lower()} by its worker after reconnecting",
         completed_at=report.completed_at,
+        principal=principal,
     )
     if not applied:
         logger.info("Completed report for %s from %s changed nothing", report.operation_id, worker_id)
@@ -209,11 +227,12 @@ def _apply_completed(worker_id: str, report: CompletedReport) -> bool:
 
 
 def _apply_current(
-    worker_id: str, report: CurrentOperation, progress: Progress | None, now: datetime
+    worker_id: str, report: CurrentOperation, progress: Progress | None, now: datetime, *, principal: str,
+    adopt: bool,
 ) -> Instruction:
-    """Rule 2: reconcile the operation the worker says it is executing.
+    """Rule 2: reconcile the operation the worker says it is executing (the run it names: its attempt).
 
-    - unknown → create it, RUNNING on this worker;
+    - unknown → create it, RUNNING on this worker (unless `adopt` is False: then stop);
     - COMPLETED or CANCELLED → stop (the worker abandons without writing);
     - PENDING_RECONCILIATION, or FAILED presumed orphaned, with this worker
       and run recorded → RUNNING again (the live worker wins);
@@ -224,11 +243,17 @@ def _apply_current(
     for _ in range(5):
         operation = Operation.objects.filter(pk=report.operation_id).first()
         if operation is None:
-            created = _create_reported(worker_id, report, now)
+            if not adopt:
+                return Instruction(
+                    operation_id=report.operation_id, action=Action.STOP, status=None,
+                    reason="Unknown operation: not recorded (only a worker process of this deployment may adopt "
+                           "one)",
+                )
+            created = _create_reported(worker_id, report, now, principal)
             if created is not None:
                 return created
             continue
-        mine = operation.worker_id == worker_id and report.attempt in (None, operation.attempt)
+        mine = operation.worker_id == worker_id and report.attempt == operation.attempt
         fence = {"fence_worker_id": worker_id, "fence_attempt": operation.attempt}
         if operation.status == S.RUNNING and mine:
             fields = {"last_heartbeat_at": now, **(progress.as_fields() if progress else {})}
@@ -248,6 +273,7 @@ def _apply_current(
                 actor=worker_actor(worker_id),
                 reason="Its worker is alive again",
                 version=operation.version,
+                principal=principal,
                 **fence,
                 last_heartbeat_at=now,
                 orphan_clock_from=None,
@@ -288,7 +314,7 @@ def _instruction(operation_id: str, action: Action, reason: str) -> Instruction:
     )
 
 
-def _create_reported(worker_id: str, report: CurrentOperation, now: datetime) -> Instruction | None:
+def _create_reported(worker_id: str, report: CurrentOperation, now: datetime, principal: str) -> Instruction | None:
     """An operation the database does not know (lost with a restored backup, say): adopt it."""
     operation_type = parse_operation_id(report.operation_id)
     try:
@@ -296,6 +322,7 @@ def _create_reported(worker_id: str, report: CurrentOperation, now: datetime) ->
             S.RUNNING,
             actor=worker_actor(worker_id),
             reason="Unknown operation reported by its worker: recorded as running",
+            principal=principal,
             operation_id=report.operation_id,
             operation_type=operation_type,
             worker_id=worker_id,

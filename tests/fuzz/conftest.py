@@ -23,7 +23,9 @@ from agents.services import assessment_record
 from checkpoints.models import Checkpoint
 from checkpoints.services import checkpoint_save
 from marketdata.series import generate_bars, write_series
-from operations.models import Operation, OperationEvent, OperationStatus as S, OperationType, Worker, WorkerStatus
+from operations.models import Operation, OperationEvent, OperationType, Worker, WorkerStatus
+from operations.models import OperationStatus as S
+from operations.services.credentials import credential_create
 from operations.services.lifecycle import operation_create
 from tests.factories import OperationFactory, RunningOperationFactory, StaffFactory, UserFactory, WorkerFactory
 
@@ -72,7 +74,7 @@ class Snapshot:
 
 @dataclass
 class FuzzData:
-    tokens: dict[str, str]  # role → token key
+    authorization: dict[str, str]  # role → its Authorization header
     operation_ids: list[str] = field(default_factory=list)
     worker_ids: list[str] = field(default_factory=list)
     completed_training_id: str = ""
@@ -141,8 +143,8 @@ def fuzz_data(transactional_db, settings, checkpoint_dir, tmp_path) -> FuzzData:
     write_series(generate_bars(bars=300, timeframe=TIMEFRAME, seed=7), SYMBOL, TIMEFRAME)
 
     user, other, staff = UserFactory(username="fuzz-user"), UserFactory(username="fuzz-other"), StaffFactory()
-    data = FuzzData(tokens={role: Token.objects.create(user=account).key
-                            for role, account in (("user", user), ("staff", staff))})
+    data = FuzzData(authorization={role: f"Token {Token.objects.create(user=account).key}"
+                                   for role, account in (("user", user), ("staff", staff))})
     for owner in (user, other):
         for kind in OperationType.values:
             data.operation_ids += [operation.pk for operation in operations_of(owner, kind, settings.MODELS_DIR)]
@@ -164,8 +166,9 @@ def fuzz_data(transactional_db, settings, checkpoint_dir, tmp_path) -> FuzzData:
     data.operation_ids.append(operation_create(operation_type=OperationType.TRAINING, owner=user, actor="fuzz",
                                                params={"symbol": SYMBOL, "timeframe": TIMEFRAME}).pk)
 
-    WorkerFactory(status=WorkerStatus.AVAILABLE, capabilities={"device": "cpu", "cpu_count": 4})
-    WorkerFactory(status=WorkerStatus.UNAVAILABLE)
+    machine = WorkerFactory(status=WorkerStatus.AVAILABLE, capabilities={"device": "cpu", "cpu_count": 4})
+    WorkerFactory(status=WorkerStatus.UNAVAILABLE)  # of another host: its credential is refused for it
+    data.authorization["worker"] = f"Worker {credential_create(host=machine.host, actor='fuzz')[1]}"
     data.worker_ids = list(Worker.objects.order_by("worker_id").values_list("worker_id", flat=True))
     data.snapshot = Snapshot(checkpoint_dir, tmp_path / "checkpoints-as-made")
     return data

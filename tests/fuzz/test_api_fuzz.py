@@ -1,5 +1,5 @@
-"""Fuzz every operation of the API against the schema the app serves: as a user, as staff, and without
-a credential.
+"""Fuzz every operation of the API against the schema the app serves: as a user, as staff, as a worker machine
+(its credential: the worker endpoints) and without a credential.
 
 For each operation schemathesis generates requests (valid and invalid ones, deterministically) and checks that
 no response is a 5xx and that every response is documented: its status code, its content type, its body and
@@ -22,7 +22,7 @@ from tests.fuzz.conftest import SYMBOL, TIMEFRAME, FuzzData
 # Examples per operation of the fuzzing phase; the coverage phase adds its own deterministic cases (boundaries,
 # wrong types, missing fields). FUZZ_MAX_EXAMPLES raises it for a deeper run by hand.
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "15"))
-ROLES = ["user", "staff", "anonymous"]
+ROLES = ["user", "staff", "worker", "anonymous"]
 CHECKS = [
     schemathesis.checks.not_a_server_error,
     schemathesis.checks.status_code_conformance,
@@ -58,6 +58,8 @@ def config_for(role: str) -> dict[str, Any]:
     # ids drawn from the data they act on real ones (cancel, resume, delete, heartbeat, register): more examples.
     config["operations"] = [{"include-path-regex": "{(operation_id|worker_id)}|/workers/register/",
                              "generation": {"max-examples": max(30, MAX_EXAMPLES)}}]
+    if role == "worker":  # a worker credential is for the worker endpoints: elsewhere it is no credential
+        config["operations"][:0] = [{"include-path-regex": "^/api/v1/(?!workers/)", "enabled": False}]
     if role == "user":
         config["operations"][:0] = [
             # A user's request to a worker or staff endpoint is refused before its body is read.
@@ -115,11 +117,12 @@ def known_body_values(data: FuzzData):
 
 @pytest.fixture(params=ROLES)
 def api_schema(request, live_server, fuzz_data: FuzzData):
-    """The schema as the live server serves it, fuzzed with the role's token (anonymous: none)."""
+    """The schema as the live server serves it, fuzzed with the role's credential (anonymous: none)."""
     config = schemathesis.Config.from_dict(config_for(request.param))
     schema = schemathesis.openapi.from_url(f"{live_server.url}/api/v1/schema/", config=config)
-    token = fuzz_data.tokens.get(request.param)
-    schema.config.update(base_url=live_server.url, headers={"Authorization": f"Token {token}"} if token else None)
+    authorization = fuzz_data.authorization.get(request.param)
+    schema.config.update(base_url=live_server.url,
+                         headers={"Authorization": authorization} if authorization else None)
     schema.hook(known_path_parameters(fuzz_data))
     schema.hook(known_body_values(fuzz_data))
     return schema

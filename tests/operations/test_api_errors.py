@@ -27,7 +27,7 @@ def heartbeat_url(worker_id: str = WORKER_ID) -> str:
 
 def report(**fields) -> dict:
     """One entry of completed_operations, valid unless a field is overridden."""
-    return {"operation_id": OPERATION_ID, "status": "COMPLETED", **fields}
+    return {"operation_id": OPERATION_ID, "status": "COMPLETED", "attempt": 1, **fields}
 
 
 def nested(depth: int) -> str:
@@ -258,8 +258,9 @@ def test_an_attempt_too_large_to_store_is_refused_before_an_unknown_operation_is
     assert not Operation.objects.exists()
 
 
-def test_largest_values_that_fit_are_accepted(worker_client):
+def test_largest_values_that_fit_are_accepted(worker_client, running_operation_factory):
     worker_id = "box:resilient:2147483647"
+    running_operation_factory(operation_id=OPERATION_ID, worker__worker_id=worker_id, attempt=2**31 - 1)
 
     response = worker_client.post(
         REGISTER_URL,
@@ -268,7 +269,7 @@ def test_largest_values_that_fit_are_accepted(worker_client):
     )
     beat = worker_client.post(
         heartbeat_url(worker_id),
-        {"operation_id": OPERATION_ID, "progress": {"current": 2**63 - 1, "total": 2**63 - 1}},
+        {"operation_id": OPERATION_ID, "attempt": 2**31 - 1, "progress": {"current": 2**63 - 1, "total": 2**63 - 1}},
         format="json",
     )
 
@@ -285,6 +286,7 @@ def test_heartbeat_progress_at_the_limits_is_accepted(worker_client, running_her
         heartbeat_url(),
         {
             "operation_id": OPERATION_ID,
+            "attempt": 1,
             "progress": {"current": 0, "total": None, "unit": "", "percent": 100, "message": ""},
         },
         format="json",

@@ -103,33 +103,29 @@ def test_no_credential_is_a_401(anonymous_client, worker_factory):
 # --- registration
 
 
-def test_register_with_an_unknown_current_operation_creates_it_running_here(worker_client):
+def test_register_with_an_unknown_current_operation_is_told_to_stop_and_nothing_is_created(worker_client):
+    """Over the API a caller cannot prove its worker started a run the database has no record of: no adoption
+    (a worker process of the deployment adopts it: tests/operations/test_registration.py)."""
     response = worker_client.post(
         REGISTER_URL,
         {
             "worker_id": WORKER_ID,
             "capabilities": {"device": "cuda", "cpu_count": 16},
             "current_operation_id": UNKNOWN_OPERATION_ID,
+            "current_attempt": 1,
         },
         format="json",
     )
 
     assert response.status_code == 200
     body = response.json()
-    assert body["action"] == "continue"
+    assert body["action"] == "stop"
     assert body["operation"]["operation_id"] == UNKNOWN_OPERATION_ID
-    assert body["operation"]["action"] == "continue"
-    assert body["operation"]["status"] == "RUNNING"
-    assert body["operation"]["cancel_requested"] is False
-    assert body["worker"]["status"] == "BUSY"
-    assert body["worker"]["current_operation"] == UNKNOWN_OPERATION_ID
+    assert body["operation"]["status"] is None
+    assert "Unknown operation: not recorded" in body["operation"]["reason"]
+    assert body["worker"]["status"] == "AVAILABLE"
     assert body["worker"]["capabilities"] == {"device": "cuda", "cpu_count": 16}
-    operation = Operation.objects.get(pk=UNKNOWN_OPERATION_ID)
-    assert operation.status == S.RUNNING
-    assert operation.operation_type == "training"
-    assert operation.worker_id == WORKER_ID
-    assert operation.last_heartbeat_at is not None
-    assert list(operation.events.values_list("from_status", "to_status")) == [("", "RUNNING")]
+    assert not Operation.objects.filter(pk=UNKNOWN_OPERATION_ID).exists()
 
 
 def test_replaying_a_registration_changes_nothing_the_second_time(worker_client, running_operation_factory):
@@ -138,8 +134,10 @@ def test_replaying_a_registration_changes_nothing_the_second_time(worker_client,
         "worker_id": WORKER_ID,
         "worker_type": "api",
         "current_operation_id": UNKNOWN_OPERATION_ID,
+        "current_attempt": 1,
         "completed_operations": [
-            {"operation_id": finished.operation_id, "status": "COMPLETED", "result": {"accuracy": 0.61}},
+            {"operation_id": finished.operation_id, "status": "COMPLETED", "attempt": finished.attempt,
+             "result": {"accuracy": 0.61}},
         ],
     }
 
@@ -150,10 +148,10 @@ def test_replaying_a_registration_changes_nothing_the_second_time(worker_client,
     assert first.status_code == second.status_code == 200
     assert first.json()["completed_operations"] == [{"operation_id": finished.operation_id, "applied": True}]
     assert second.json()["completed_operations"] == [{"operation_id": finished.operation_id, "applied": False}]
-    assert second.json()["action"] == "continue"
+    assert second.json()["action"] == "stop"  # the unknown operation: not adopted over the API
     assert operation_rows() == rows_after_first
     assert event_rows() == events_after_first
-    assert Operation.objects.count() == 2
+    assert Operation.objects.count() == 1
     assert Operation.objects.get(pk=finished.operation_id).result == {"accuracy": 0.61}
 
 
@@ -204,7 +202,8 @@ def test_completed_report_from_another_worker_is_not_applied(worker_client, runn
         REGISTER_URL,
         {
             "worker_id": WORKER_ID,
-            "completed_operations": [{"operation_id": operation.operation_id, "status": "COMPLETED", "result": {}}],
+            "completed_operations": [{"operation_id": operation.operation_id, "status": "COMPLETED",
+                                      "attempt": operation.attempt, "result": {}}],
         },
         format="json",
     )
@@ -221,7 +220,8 @@ def test_completed_report_does_not_overwrite_a_genuine_failure(worker_client, ru
         REGISTER_URL,
         {
             "worker_id": WORKER_ID,
-            "completed_operations": [{"operation_id": operation.operation_id, "status": "COMPLETED"}],
+            "completed_operations": [{"operation_id": operation.operation_id, "status": "COMPLETED",
+                                      "attempt": operation.attempt}],
         },
         format="json",
     )
@@ -235,7 +235,9 @@ def test_register_tells_the_worker_to_stop_a_cancelled_operation(worker_client, 
     operation = running_operation_factory(worker__worker_id=WORKER_ID, status=S.CANCELLED)
 
     response = worker_client.post(
-        REGISTER_URL, {"worker_id": WORKER_ID, "current_operation_id": operation.operation_id}, format="json"
+        REGISTER_URL,
+        {"worker_id": WORKER_ID, "current_operation_id": operation.operation_id, "current_attempt": operation.attempt},
+        format="json",
     )
 
     assert response.status_code == 200
@@ -350,7 +352,7 @@ def test_heartbeat_with_partial_progress_leaves_the_rest(worker_client, running_
 
     worker_client.post(
         heartbeat_url(WORKER_ID),
-        {"operation_id": operation.operation_id, "progress": {"current": 2}},
+        {"operation_id": operation.operation_id, "attempt": operation.attempt, "progress": {"current": 2}},
         format="json",
     )
 

@@ -16,7 +16,8 @@ from django.test import Client
 from django.urls import reverse
 
 from checkpoints.models import Checkpoint, CheckpointType
-from operations.models import Operation, OperationStatus as S
+from operations.models import Operation
+from operations.models import OperationStatus as S
 from operations.permissions import CANCEL, DELETE_CHECKPOINT, RESUME, VIEW_ALL
 from tests.conftest import token_client
 from tests.factories import OperationFactory, UserFactory, ViewOnlyStaffFactory, WorkerFactory

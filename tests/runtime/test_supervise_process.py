@@ -8,11 +8,11 @@ import time
 import urllib.request
 
 import pytest
-from rest_framework.authtoken.models import Token
 
-from operations.ids import new_operation_id
 from operations.models import Operation
 from operations.models import OperationStatus as S
+from operations.services.credentials import credential_create
+from operations.services.lifecycle import operation_claim, operation_create
 from tests.support.processes import ManagedProcess, child_env, wait_for
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
@@ -44,18 +44,18 @@ def supervise(tmp_path):
 
 
 class WorkerClient:
-    """A worker that reaches the control plane only through the HTTP API."""
+    """A worker that reaches the control plane only through the HTTP API, with its machine's credential."""
 
-    def __init__(self, base_url: str, token: str, worker_id: str) -> None:
+    def __init__(self, base_url: str, authorization: str, worker_id: str) -> None:
         self.base_url = base_url
-        self.token = token
+        self.authorization = authorization
         self.worker_id = worker_id
 
     def post(self, path: str, body: dict) -> dict:
         request = urllib.request.Request(
             f"{self.base_url}/api/v1/{path}",
             data=json.dumps(body).encode(),
-            headers={"Authorization": f"Token {self.token}", "Content-Type": "application/json"},
+            headers={"Authorization": self.authorization, "Content-Type": "application/json"},
             method="POST",
         )
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -70,11 +70,23 @@ class WorkerClient:
     def heartbeat(self, operation_id: str) -> dict:
         return self.post(f"workers/{self.worker_id}/heartbeat/", {"operation_id": operation_id, "attempt": 1})
 
+    def start(self) -> str:
+        """An operation this worker claimed (its first run), as its cluster would: what it then reports over HTTP
+        (an operation the database does not know is not adopted over the API)."""
+        self.post("workers/register/", {"worker_id": self.worker_id})
+        operation_id = operation_create(operation_type="training", params={}, actor="test", enqueue=False).pk
+        assert operation_claim(operation_id=operation_id, worker_id=self.worker_id) == 1
+        assert self.register(operation_id)["action"] == "continue"
+        return operation_id
+
 
 @pytest.fixture
-def api_worker(live_server, worker_account):
-    token = Token.objects.create(user=worker_account)
-    return lambda worker_id: WorkerClient(live_server.url, token.key, worker_id)
+def api_worker(live_server):
+    def worker(worker_id: str) -> WorkerClient:
+        key = credential_create(host=worker_id.split(":")[0], actor="test")[1]
+        return WorkerClient(live_server.url, f"Worker {key}", worker_id)
+
+    return worker
 
 
 def status_of(operation_id: str) -> str:
@@ -84,8 +96,7 @@ def status_of(operation_id: str) -> str:
 def test_silent_worker_is_reconciled_then_failed(supervise, api_worker):
     supervise()
     worker = api_worker("silent-host:resilient:101")
-    operation_id = new_operation_id("training")
-    assert worker.register(operation_id)["action"] == "continue"
+    operation_id = worker.start()
     assert status_of(operation_id) == S.RUNNING
 
     wait_for(lambda: status_of(operation_id) == S.PENDING_RECONCILIATION, timeout=10, what="PENDING_RECONCILIATION")
@@ -98,8 +109,7 @@ def test_silent_worker_is_reconciled_then_failed(supervise, api_worker):
 def test_worker_heartbeating_again_in_time_is_running_again(supervise, api_worker):
     supervise()
     worker = api_worker("flaky-host:resilient:102")
-    operation_id = new_operation_id("training")
-    worker.register(operation_id)
+    operation_id = worker.start()
     wait_for(lambda: status_of(operation_id) == S.PENDING_RECONCILIATION, timeout=10, what="PENDING_RECONCILIATION")
 
     reply = worker.heartbeat(operation_id)
@@ -115,8 +125,7 @@ def test_worker_heartbeating_again_in_time_is_running_again(supervise, api_worke
 def test_worker_presumed_dead_that_reports_completion_wins(supervise, api_worker):
     supervise()
     worker = api_worker("late-host:resilient:103")
-    operation_id = new_operation_id("training")
-    worker.register(operation_id)
+    operation_id = worker.start()
     wait_for(lambda: status_of(operation_id) == S.FAILED, timeout=15, what="FAILED by the sweep")
 
     body = {
@@ -139,8 +148,7 @@ def test_restart_reconciles_running_operations(supervise, api_worker):
     """Restarting supervise: RUNNING worker operations await their worker; a live one comes back."""
     first = supervise(WORKER_STALE_SECONDS="60", ORPHAN_TIMEOUT_SECONDS="120")
     worker = api_worker("steady-host:resilient:104")
-    operation_id = new_operation_id("training")
-    worker.register(operation_id)
+    operation_id = worker.start()
     first.signal(signal.SIGTERM)
     assert first.wait(timeout=10) == 0
     assert status_of(operation_id) == S.RUNNING

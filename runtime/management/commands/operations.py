@@ -126,7 +126,7 @@ class Command(ActionCommand):
         for event in body["recent_events"][:10]:
             lines.append(
                 f"  {event['at']}  {event['from_status'] or '-':>22} -> {event['to_status']:<22} "
-                f"{event['reason']} ({event['actor']})"
+                f"{event['reason']} ({event['actor']}{', via ' + event['principal'] if event['principal'] else ''})"
             )
         self.stdout.write("\n".join(lines))
 
