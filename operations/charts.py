@@ -11,11 +11,15 @@ from django.utils.safestring import SafeString
 COLOURS = ("#417690", "#e07a2e", "#5a9e4b", "#b04a9a")
 
 
+def is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def line_chart(
     series: Mapping[str, Sequence[float]], *, title: str, x_label: str, width: int = 720, height: int = 260
 ) -> SafeString:
     """One SVG with a polyline per named series, sharing the axes."""
-    clean = {name: [v for v in values if v is not None and math.isfinite(v)] for name, values in series.items()}
+    clean = {name: [v for v in values if is_number(v) and math.isfinite(v)] for name, values in series.items()}
     clean = {name: values for name, values in clean.items() if values}
     if not clean:
         return SafeString("")

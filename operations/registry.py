@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.utils.html import format_html
 from django.utils.module_loading import import_string
 
 from operations.exceptions import ExecutorNotRegistered
@@ -110,5 +111,16 @@ def register_detail_panel(operation_type: str, panel: Callable[[object], dict]) 
 
 
 def detail_panel(operation) -> dict:
+    """The panel of the operation's type; a result of another shape (forged, or from an older version) gives a
+    note instead, and the page still shows the raw result."""
     panel = _detail_panels.get(operation.operation_type)
-    return panel(operation) if panel else {}
+    if panel is None:
+        return {}
+    try:
+        return panel(operation)
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
+        logger.warning("The admin panel of %s could not read its result: %r", operation.pk, exc)
+        return {"panel_html": format_html(
+            '<p class="errornote">This {} result does not have the shape this version writes ({}): no chart; '
+            "the raw result is below.</p>", operation.operation_type, type(exc).__name__,
+        )}
