@@ -11,11 +11,14 @@ from agents.params import SessionParamsSerializer
 from agents.services import session_start
 from operations import permissions
 from operations.api.serializers import OperationDetailSerializer
-from operations.api.shared import ERRORS, user_actor
+from operations.api.shared import ERRORS, START_ERRORS, user_actor
+from operations.api.throttling import STARTING
 
 
 class SessionCreateView(APIView):
-    @extend_schema(request=SessionParamsSerializer, responses={201: OperationDetailSerializer, **ERRORS})
+    throttle_classes = STARTING
+
+    @extend_schema(request=SessionParamsSerializer, responses={201: OperationDetailSerializer, **START_ERRORS})
     def post(self, request: Request) -> Response:
         operation = session_start(data=request.data, actor=user_actor(request), owner=request.user)
         return Response(OperationDetailSerializer(operation).data, status=status.HTTP_201_CREATED)

@@ -12,10 +12,12 @@ from operations.api.shared import operation_start
 from operations.models import Operation
 
 
-def earlier_assessments() -> list[Assessed]:
-    """Every assessment so far, as the designer takes them (oldest first: the order does not change a proposal)."""
+def earlier_assessments(owner_id: int | None) -> list[Assessed]:
+    """The owner's assessments so far, as the designer takes them (oldest first: the order does not change a
+    proposal); None: those of the sessions started from the command line."""
     return [Assessed(configuration=row["configuration"], score=row["score"])
-            for row in Assessment.objects.order_by("created_at").values("configuration", "score")]
+            for row in Assessment.objects.filter(owner_id=owner_id).order_by("created_at")
+            .values("configuration", "score")]
 
 
 def assessment_record(*, session: Operation, configuration: Mapping[str, Any], metrics: Mapping[str, Any],
@@ -23,7 +25,8 @@ def assessment_record(*, session: Operation, configuration: Mapping[str, Any], m
     """The session's assessment; recording it again (a resumed session that had recorded it) changes nothing."""
     assessment, _ = Assessment.objects.get_or_create(
         session=session,
-        defaults={"configuration": dict(configuration), "configuration_key": configuration_key(configuration),
+        defaults={"owner_id": session.owner_id, "configuration": dict(configuration),
+                  "configuration_key": configuration_key(configuration),
                   "metrics": dict(metrics), "verdict": verdict.verdict, "score": verdict.score,
                   "reasons": list(verdict.reasons)},
     )

@@ -77,7 +77,8 @@ class SessionRunner:
             list(Operation.objects.select_for_update().filter(operation_type="agent_research", status=S.RUNNING)
                  .order_by("pk").values_list("pk", flat=True))
             try:
-                configuration = propose(self.params["seed"], earlier_assessments(), taken=self._taken())
+                configuration = propose(self.params["seed"], earlier_assessments(self.session.owner_id),
+                                        taken=self._taken())
             except SearchSpaceExhausted as exc:
                 raise ValueError(str(exc)) from None
             self.state["configuration"] = configuration
@@ -156,10 +157,11 @@ class SessionRunner:
             logger.info("Session %s: its child %s was not cancelled: %s", self.session.pk, child, exc)
 
     def _taken(self) -> list[dict[str, Any]]:
-        """The configurations of the other sessions that may still be assessed: every one with a checkpoint
-        (running, or cancelled or failed and resumable; a completed session's checkpoint is deleted)."""
-        states = Checkpoint.objects.filter(operation__operation_type="agent_research").exclude(
-            pk=self.session.pk).values_list("state", flat=True)
+        """The configurations of the owner's other sessions that may still be assessed: every one with a
+        checkpoint (running, or cancelled or failed and resumable; a completed session's checkpoint is deleted)."""
+        states = Checkpoint.objects.filter(
+            operation__operation_type="agent_research", operation__owner_id=self.session.owner_id
+        ).exclude(pk=self.session.pk).values_list("state", flat=True)
         return [state["configuration"] for state in states if state.get("configuration")]
 
     # --- checkpoints and progress

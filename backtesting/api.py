@@ -9,11 +9,14 @@ from rest_framework.views import APIView
 from backtesting.params import BacktestParamsSerializer
 from backtesting.services import backtest_start
 from operations.api.serializers import OperationDetailSerializer
-from operations.api.shared import ERRORS, user_actor
+from operations.api.shared import START_ERRORS, user_actor
+from operations.api.throttling import STARTING
 
 
 class BacktestCreateView(APIView):
-    @extend_schema(request=BacktestParamsSerializer, responses={201: OperationDetailSerializer, **ERRORS})
+    throttle_classes = STARTING
+
+    @extend_schema(request=BacktestParamsSerializer, responses={201: OperationDetailSerializer, **START_ERRORS})
     def post(self, request: Request) -> Response:
         operation = backtest_start(data=request.data, actor=user_actor(request), owner=request.user)
         return Response(OperationDetailSerializer(operation).data, status=status.HTTP_201_CREATED)

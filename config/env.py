@@ -83,6 +83,14 @@ class Env:
         value = self._raw(name)
         return default if value is None else Path(value).expanduser().resolve()
 
+    def rate(self, name: str, default: str) -> str:
+        """A request rate as the API's throttles take it: <number>/<second|minute|hour|day>."""
+        value = self.str(name, default)
+        if not re.fullmatch(r"[1-9][0-9]{0,8}/(second|minute|hour|day)", value):
+            raise ConfigError(f"{name}={value!r} is invalid: expected a rate such as 60/minute "
+                              "(a whole number per second, minute, hour or day).")
+        return value
+
     def list(self, name: str, default: list[str]) -> list[str]:
         value = self._raw(name)
         if value is None:

@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from operations.api.shared import json_not_found, json_server_error
+from operations.admin import login as admin_login
+from operations.api.shared import json_bad_request, json_not_found, json_server_error
 
 api_v1 = [
     path("", include("operations.api.urls")),
@@ -16,9 +17,18 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("admin/login/", admin_login, name="admin-login"),  # before the admin's own: throttled
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
 ]
+
+
+def handler400(request, exception=None):
+    if request.path.startswith("/api/"):
+        return json_bad_request(request, exception)
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception)
 
 
 def handler404(request, exception=None):

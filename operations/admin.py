@@ -3,10 +3,11 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 
 from operations import permissions, registry
+from operations.api.throttling import LoginAttempts
 from operations.exceptions import ServiceError
 from operations.models import RESUMABLE_STATUSES, Operation, OperationEvent, Worker, WorkerCredential
 from operations.services.credentials import credential_create, credential_revoke
@@ -243,3 +244,16 @@ class WorkerCredentialAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet[WorkerCredential]) -> None:
         revoked = [credential_revoke(prefix=prefix).prefix for prefix in queryset.values_list("prefix", flat=True)]
         self.message_user(request, f"Revoked {len(revoked)}: {', '.join(revoked)}.", messages.SUCCESS)
+
+
+def login(request: HttpRequest, **kwargs):
+    """The admin's login page, with LoginAttempts per client address: a form posted too often is refused (429)
+    before any password is checked."""
+    throttle = LoginAttempts()
+    if request.method == "POST" and not throttle.allow_request(request, None):
+        wait = throttle.wait()
+        return HttpResponse(
+            f"Too many login attempts from this address: try again in {int(wait or 60)} seconds.",
+            status=429, content_type="text/plain; charset=utf-8", headers={"Retry-After": str(int(wait or 60))},
+        )
+    return admin.site.login(request, **kwargs)

@@ -53,6 +53,18 @@ class ExecutorNotRegistered(ServiceError):
         )
 
 
+class TooManyActiveOperations(ServiceError):
+    code = "TOO_MANY_ACTIVE_OPERATIONS"
+    status_code = 409
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"You have {limit} operations that have not ended, the most a user may have "
+            "(MAX_ACTIVE_OPERATIONS_PER_USER): wait for one to end, or cancel one.",
+            {"limit": limit},
+        )
+
+
 class WorkerCredentialNotFound(ServiceError):
     code = "WORKER_CREDENTIAL_NOT_FOUND"
     status_code = 404

@@ -30,6 +30,12 @@ class FeatureSpec:
     def warmup(self) -> int:
         return max(*self.return_windows, *self.sma_windows, self.rsi_window, *self.volatility_windows, self.volume_window) + 1
 
+    @property
+    def count(self) -> int:
+        """How many features `raw_features` computes: a return and a price/SMA ratio per window, the RSI, a
+        volatility per window, the volume z-score."""
+        return len(self.return_windows) + len(self.sma_windows) + 1 + len(self.volatility_windows) + 1
+
     def as_dict(self) -> dict:
         return asdict(self)
 

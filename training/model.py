@@ -3,6 +3,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from training.sizes import OUTPUTS
+
 
 class DirectionClassifier(nn.Module):
     """An MLP over bar features: logits for down / up."""
@@ -14,7 +16,7 @@ class DirectionClassifier(nn.Module):
         for hidden in hidden_sizes:
             layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)]
             width = hidden
-        layers.append(nn.Linear(width, 2))
+        layers.append(nn.Linear(width, OUTPUTS))
         self.net = nn.Sequential(*layers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from rest_framework import serializers
 
 from marketdata.params import SeriesRangeSerializer
 from training.features import FeatureSpec
+from training.sizes import parameter_count, training_memory_bytes
 
 
 def _windows(minimum: int, default: tuple[int, ...]) -> serializers.ListField:
@@ -35,9 +37,15 @@ DEFAULT_FEATURES = {name: list(value) if isinstance(value, tuple) else value
 
 class TrainingParamsSerializer(SeriesRangeSerializer):
     epochs = serializers.IntegerField(min_value=1, max_value=100_000, default=30)
-    batch_size = serializers.IntegerField(min_value=1, max_value=1_000_000, default=256)
+    batch_size = serializers.IntegerField(
+        min_value=1, max_value=1_000_000, default=256,
+        help_text=f"Samples per step. With the network, about {settings.TRAINING_MAX_MEMORY_MB:,} MB at most "
+                  "(TRAINING_MAX_MEMORY_MB): 4 bytes x 6 per sample and unit of every layer, plus the weights.",
+    )
     hidden_sizes = serializers.ListField(
-        child=serializers.IntegerField(min_value=1, max_value=65_536), min_length=1, max_length=16, default=[256, 128]
+        child=serializers.IntegerField(min_value=1, max_value=65_536), min_length=1, max_length=16, default=[256, 128],
+        help_text=f"Units of each hidden layer. The network may have at most {settings.TRAINING_MAX_PARAMETERS:,} "
+                  "weights and biases (TRAINING_MAX_PARAMETERS), counting the features in and the two outputs.",
     )
     learning_rate = serializers.FloatField(min_value=1e-8, max_value=10.0, default=1e-3)
     seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=42)
@@ -53,3 +61,22 @@ class TrainingParamsSerializer(SeriesRangeSerializer):
     checkpoints_enabled = serializers.BooleanField(default=True, help_text="False: no checkpoint at all.")
     features = FeatureWindowsSerializer(default=lambda: dict(DEFAULT_FEATURES),
                                         help_text="Feature windows, in bars; default the usual ones.")
+
+    def validate(self, data):
+        """A network a worker can train: its size and the memory it needs, named by the field to change."""
+        data = super().validate(data)
+        inputs = FeatureSpec.from_dict(data["features"]).count
+        sizes, batch = data["hidden_sizes"], data["batch_size"]
+        parameters, limit = parameter_count(inputs, sizes), settings.TRAINING_MAX_PARAMETERS
+        if parameters > limit:
+            raise serializers.ValidationError({"hidden_sizes": (
+                f"This network has {parameters:,} weights and biases; at most {limit:,} (TRAINING_MAX_PARAMETERS)."
+            )})
+        needed, allowed = training_memory_bytes(inputs, sizes, batch), settings.TRAINING_MAX_MEMORY_MB * 2**20
+        if needed > allowed:
+            field = "batch_size" if training_memory_bytes(inputs, sizes, 1) * 2 <= allowed else "hidden_sizes"
+            raise serializers.ValidationError({field: (
+                f"Training this network with batches of {batch:,} needs about {needed / 2**20:,.0f} MB; at most "
+                f"{settings.TRAINING_MAX_MEMORY_MB:,} MB (TRAINING_MAX_MEMORY_MB)."
+            )})
+        return data

@@ -206,6 +206,26 @@ if Q_BROKER == "orm":
 else:
     Q_CLUSTER["redis"] = REDIS_URL
 
+# --- limits (docs/security.md)
+# Operations a user may have that have not ended (0: no cap); a research session's children do not count.
+MAX_ACTIVE_OPERATIONS_PER_USER = env.int("MAX_ACTIVE_OPERATIONS_PER_USER", 20)
+# The largest network a training request may ask for, and the memory a worker may need to train it.
+TRAINING_MAX_PARAMETERS = env.int("TRAINING_MAX_PARAMETERS", 5_000_000, minimum=1)
+TRAINING_MAX_MEMORY_MB = env.int("TRAINING_MAX_MEMORY_MB", 4096, minimum=1)
+# Research sessions `supervise` runs at once, a thread each; the others wait, oldest first.
+SUPERVISE_MAX_SESSIONS = env.int("SUPERVISE_MAX_SESSIONS", 4, minimum=1)
+# Requests per client: a user (or worker credential), an anonymous address, new operations of a user, admin
+# login attempts of an address, and a worker credential's register and heartbeat calls.
+API_RATES = {
+    "user": env.rate("API_RATE_USER", "1200/minute"),
+    "anon": env.rate("API_RATE_ANON", "120/minute"),
+    "submit": env.rate("API_RATE_SUBMIT", "30/minute"),
+    "login": env.rate("API_RATE_LOGIN", "10/minute"),
+    "worker": env.rate("API_RATE_WORKER", "6000/minute"),
+}
+# Client addresses come from X-Forwarded-For behind this many proxies (0: the connection's own address).
+API_PROXIES = env.int("API_PROXIES", 1 if PRODUCTION else 0)
+
 # --- REST API
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -213,6 +233,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["operations.api.throttling.PerUser", "operations.api.throttling.PerAddress"],
+    "NUM_PROXIES": API_PROXIES,
     "DEFAULT_PARSER_CLASSES": [
         "operations.api.shared.JSONParser",
         "rest_framework.parsers.FormParser",

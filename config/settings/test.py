@@ -7,6 +7,9 @@ import tempfile
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/resilient")
 # Checkpoints, models, data and worker state of a test run go to a folder of its own.
 os.environ.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="resilient-test-"))
+# Request rates no test reaches by accident (the fuzz sends thousands a minute); the rate tests set their own.
+for _scope in ("USER", "ANON", "SUBMIT", "LOGIN", "WORKER"):
+    os.environ.setdefault(f"API_RATE_{_scope}", "1000000/minute")
 # One key for the run, inherited by every process a test starts (as every machine of a deployment shares one).
 os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(64))
 

@@ -220,6 +220,9 @@ class WorkerSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+MAX_REPORTS = 100  # outcomes one registration may report: a registration's cost stays bounded
+
+
 class CompletedReportInputSerializer(serializers.Serializer):
     operation_id = OperationIdField()
     status = serializers.ChoiceField(choices=[(s.value, s.label) for s in TERMINAL_STATUSES])
@@ -240,7 +243,10 @@ class WorkerRegisterInputSerializer(serializers.Serializer):
         min_value=1, max_value=MAX_INTEGER, required=False, allow_null=True,
         help_text="Required with current_operation_id: the run the worker executes.",
     )
-    completed_operations = CompletedReportInputSerializer(many=True, required=False, default=list)
+    completed_operations = CompletedReportInputSerializer(
+        many=True, required=False, default=list, max_length=MAX_REPORTS,
+        help_text=f"At most {MAX_REPORTS} per registration: a worker with more registers again for the rest.",
+    )
 
     def validate(self, data):
         return attempt_given(data, "current_operation_id", "current_attempt")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, JsonResponse
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
@@ -105,6 +107,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
+def json_bad_request(request, exception=None) -> JsonResponse:
+    """A request Django refused before any view (a body over DATA_UPLOAD_MAX_MEMORY_SIZE, too many fields)."""
+    if isinstance(exception, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return JsonResponse(error_body("REQUEST_TOO_LARGE", f"The request body is larger than {limit:,} bytes."),
+                            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    return JsonResponse(error_body("BAD_REQUEST", "The request was refused before it reached the API."),
+                        status=status.HTTP_400_BAD_REQUEST)
+
+
 def json_not_found(request, exception=None) -> JsonResponse:
     return JsonResponse(error_body("NOT_FOUND", f"No endpoint at {request.path}."), status=status.HTTP_404_NOT_FOUND)
 
@@ -125,6 +137,12 @@ ERRORS = {
     401: OpenApiResponse(ErrorSerializer, description="No or bad credential"),
     403: OpenApiResponse(ErrorSerializer, description="Not allowed"),
     404: OpenApiResponse(ErrorSerializer, description="Not found (another user's operation too)"),
+    429: OpenApiResponse(ErrorSerializer, description="THROTTLED: too many requests; Retry-After says when to retry"),
+}
+# What a request that starts an operation may answer besides.
+START_ERRORS = {
+    **ERRORS,
+    409: OpenApiResponse(ErrorSerializer, description="TOO_MANY_ACTIVE_OPERATIONS: the user's cap is reached"),
 }
 
 
@@ -173,8 +191,10 @@ def operation_start(request: OperationRequestSerializer, *, operation_type: str,
     """Validate a request and record the operation it asks for, enqueued after commit.
 
     Raises rest_framework's ValidationError naming the field: the API's 400, a command's error naming the
-    option. `create`: the rest of operation_create's arguments (a parent, is_backend_local).
+    option; TooManyActiveOperations (409) when the owner has MAX_ACTIVE_OPERATIONS_PER_USER not ended. `create`: the rest of operation_create's arguments (a parent, is_backend_local).
     """
     request.is_valid(raise_exception=True)
+    # A user's own requests count against their cap; the children a research session starts do not.
+    limit = None if create.get("parent") else settings.MAX_ACTIVE_OPERATIONS_PER_USER
     return operation_create(operation_type=operation_type, params=request.to_params(), actor=actor, owner=owner,
-                            **create)
+                            active_limit=limit, **create)

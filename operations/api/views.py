@@ -27,6 +27,7 @@ from operations.api.serializers import (
     WorkerSerializer,
 )
 from operations.api.shared import ERRORS, ErrorSerializer, path_value, user_actor
+from operations.api.throttling import WorkerCalls
 from operations.exceptions import WorkerOfAnotherHost
 from operations.ids import parse_worker_id
 from operations.models import ControlLoop, Worker
@@ -145,6 +146,7 @@ def acting_for(request: Request, worker_id: str) -> str:
 
 class WorkerRegisterView(APIView):
     authentication_classes = WORKER_AUTHENTICATION
+    throttle_classes = [WorkerCalls]
     permission_classes = [ActsAsWorker]
 
     @extend_schema(request=WorkerRegisterInputSerializer, responses={200: WorkerRegisterReplySerializer, **ERRORS})
@@ -176,6 +178,7 @@ class WorkerRegisterView(APIView):
 
 class WorkerHeartbeatView(APIView):
     authentication_classes = WORKER_AUTHENTICATION
+    throttle_classes = [WorkerCalls]
     permission_classes = [ActsAsWorker]
 
     @extend_schema(request=WorkerHeartbeatInputSerializer, responses={200: WorkerReplySerializer, **ERRORS})

@@ -6,13 +6,19 @@ import enum
 import logging
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce
 
 from operations import registry
 from operations.clock import db_now
-from operations.exceptions import ExecutorNotRegistered, OperationNotCancellable, OperationNotFound
+from operations.exceptions import (
+    ExecutorNotRegistered,
+    OperationNotCancellable,
+    OperationNotFound,
+    TooManyActiveOperations,
+)
 from operations.ids import new_operation_id
 from operations.models import QUEUED_STATUSES, TERMINAL_STATUSES, Operation, OperationStatus, Worker, WorkerStatus
 from operations.transitions import worker_actor
@@ -31,17 +37,23 @@ def operation_create(
     is_backend_local: bool = False,
     parent: Operation | None = None,
     enqueue: bool = True,
+    active_limit: int | None = None,
 ) -> Operation:
     """Record a new PENDING operation and, after commit, hand it to the broker.
 
     Backend-local operations (agent sessions) are run by the control loop and
-    are never enqueued.
+    are never enqueued. With `active_limit`, refused (TooManyActiveOperations) when the owner already has that
+    many operations not ended; the owner's row is locked meanwhile, so that racing requests cannot both pass.
     """
     enqueue = enqueue and not is_backend_local
     if enqueue and registry.get_executor(operation_type) is None:
         raise ExecutorNotRegistered(operation_type)
     now = db_now()
     with transaction.atomic():
+        if active_limit and owner is not None:
+            list(get_user_model().objects.select_for_update().filter(pk=owner.pk).values_list("pk", flat=True))
+            if Operation.objects.filter(owner=owner).exclude(status__in=TERMINAL_STATUSES).count() >= active_limit:
+                raise TooManyActiveOperations(active_limit)
         operation = Operation.objects.enter(
             S.PENDING,
             actor=actor,

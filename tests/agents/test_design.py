@@ -124,16 +124,33 @@ def test_a_second_session_proposes_another_configuration_once_the_first_is_asses
     from agents.services import assessment_record, earlier_assessments
 
     first_session = operation_factory(operation_type="agent_research", is_backend_local=True)
-    first = propose(seed=9, assessed=earlier_assessments())
+    first = propose(seed=9, assessed=earlier_assessments(first_session.owner_id))
     recorded = assessment_record(session=first_session, configuration=first, metrics=METRICS, verdict=assess(METRICS))
     again = assessment_record(session=first_session, configuration=first, metrics={}, verdict=assess(METRICS))
 
-    second = propose(seed=9, assessed=earlier_assessments())
+    second = propose(seed=9, assessed=earlier_assessments(first_session.owner_id))
 
     assert second != first
     assert again == recorded and Assessment.objects.count() == 1  # recorded once, however often it is asked
     assert (recorded.verdict, recorded.score, recorded.configuration_key) == ("accepted", pytest.approx(0.15),
                                                                              configuration_key(first))
+
+
+@pytest.mark.django_db
+def test_the_designer_sees_only_its_owners_assessments(operation_factory, user, other_user):
+    """One user's results neither reveal another's best configuration nor use up their search space."""
+    from agents.services import assessment_record, earlier_assessments
+
+    theirs = operation_factory(operation_type="agent_research", is_backend_local=True, owner=other_user)
+    best = propose(seed=9, assessed=[])
+    assessment_record(session=theirs, configuration=best, metrics=METRICS, verdict=assess(METRICS))
+    mine = operation_factory(operation_type="agent_research", is_backend_local=True, owner=user)
+
+    assert earlier_assessments(user.pk) == [] and earlier_assessments(None) == []
+    assert [found.configuration for found in earlier_assessments(other_user.pk)] == [best]
+    assert propose(seed=9, assessed=earlier_assessments(user.pk)) == best  # not used up by the other user
+    recorded = assessment_record(session=mine, configuration=best, metrics=METRICS, verdict=assess(METRICS))
+    assert recorded.owner == user  # the same configuration, assessed once per owner
     assert recorded.reasons[0] == "passed: Sharpe 1.20 ≥ 0.5"
 
 

@@ -15,7 +15,8 @@ from agents.design import assess, propose
 from agents.models import Assessment
 from agents.services import assessment_record
 from marketdata.series import generate_bars, write_series
-from operations.models import Operation, OperationStatus as S
+from operations.models import Operation
+from operations.models import OperationStatus as S
 from tests.conftest import queued_operation_ids
 
 URL = "/api/v1/agents/sessions/"

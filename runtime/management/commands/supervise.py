@@ -215,16 +215,18 @@ class Command(BaseCommand):
         return False
 
     def run_sessions(self) -> bool:
-        """Start a thread for each backend-local operation waiting to run (PENDING, or RESUMING after a resume);
-        the runtime's task claims it, so a second control loop starting the same one is harmless."""
+        """Start a thread for each backend-local operation waiting to run (PENDING, or RESUMING after a resume),
+        at most SUPERVISE_MAX_SESSIONS at a time; the runtime's task claims it, so a second control loop starting
+        the same one is harmless."""
         if not self.reconciled:  # sessions left RUNNING by a previous process are failed first
             return False
         for operation_id, thread in list(self.sessions.items()):
             if not thread.is_alive():
                 del self.sessions[operation_id]
+        free = settings.SUPERVISE_MAX_SESSIONS - len(self.sessions)  # a bounded pool: the rest wait, oldest first
         waiting = list(
             Operation.objects.filter(is_backend_local=True, status__in=QUEUED_STATUSES)
-            .exclude(pk__in=list(self.sessions)).order_by("created_at").values_list("pk", flat=True)
+            .exclude(pk__in=list(self.sessions)).order_by("created_at").values_list("pk", flat=True)[:max(0, free)]
         )
         for operation_id in waiting:
             thread = threading.Thread(target=_run_backend_local, args=(operation_id,), name=f"session-{operation_id}",
