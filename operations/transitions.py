@@ -87,7 +87,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(None, S.PENDING, By.USER,
                "created: through the API or the command line, or a research session starts a child"),
     Transition(None, S.RUNNING, By.WORKER,
-               "adopted: its worker reports an operation the database does not know"),
+               "adopted: its worker process reports an operation the database does not know (never over the API)"),
     # waiting for a worker
     Transition(S.PENDING, S.PENDING, By.CONTROL_LOOP,
                "re-enqueued: no worker claimed it for REQUEUE_AFTER_SECONDS"),
