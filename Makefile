@@ -34,8 +34,11 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports --no-logo --no-cache
 
+# Two test processes (pytest-xdist): the process tests run in one of them, in order, the others beside them.
+TEST_PROCESSES ?= -n 2 --dist loadgroup
+
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(TEST_PROCESSES) $(PYTEST_ARGS)
 
 test-fast: lint
 	$(PY) -m pytest -m "not process" $(PYTEST_ARGS)

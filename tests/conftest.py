@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections import defaultdict
 from contextlib import contextmanager
 
 import pytest
@@ -17,6 +18,47 @@ from tests.factories import (
     WorkerFactory,
     WorkerUserFactory,
 )
+
+# --- the session: process tests in one test process, and the resilience suite's table
+
+def pytest_collection_modifyitems(items):
+    """With pytest-xdist (`make test`: -n 2 --dist loadgroup) the tests that start real processes run in one
+    test process, one after the other, as they would alone: their timings hold; the rest run beside them."""
+    for item in items:
+        if item.get_closest_marker("process"):
+            item.add_marker(pytest.mark.xdist_group("processes"))
+
+
+_scenario_runs: dict[str, list[bool]] = defaultdict(list)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    marker = item.get_closest_marker("scenario")  # a run of a resilience scenario (tests/resilience)
+    if marker:
+        report.user_properties.append(("scenario", marker.args[0]))  # travels to xdist's controller
+    return report
+
+
+def pytest_runtest_logreport(report):
+    """One entry per scenario run: its call, or its setup when that failed (the run never started)."""
+    scenario = dict(report.user_properties).get("scenario")
+    if scenario and (report.when == "call" or (report.when == "setup" and report.failed)):
+        _scenario_runs[scenario].append(report.failed)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _scenario_runs:
+        return
+    width = max(len(name) for name in _scenario_runs)
+    lines = [f"{'scenario':<{width}}  runs  failures", f"{'-' * width}  ----  --------"]
+    lines += [f"{name:<{width}}  {len(outcomes):>4}  {sum(outcomes):>8}" for name, outcomes in _scenario_runs.items()]
+    total = [outcome for outcomes in _scenario_runs.values() for outcome in outcomes]
+    lines.append(f"{'all scenarios':<{width}}  {len(total):>4}  {sum(total):>8}")
+    terminalreporter.write_sep("=", "resilience suite")
+    for line in lines:
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture

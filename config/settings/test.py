@@ -5,8 +5,12 @@ import secrets
 import tempfile
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/resilient")
-# Checkpoints, models, data and worker state of a test run go to a folder of its own.
-os.environ.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="resilient-test-"))
+# Checkpoints, models, data and worker state of a test run go to a folder of its own; with several test
+# processes (pytest-xdist), one each.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["VAR_DIR"] = tempfile.mkdtemp(prefix=f"resilient-test-{os.environ['PYTEST_XDIST_WORKER']}-")
+else:
+    os.environ.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="resilient-test-"))
 # Request rates no test reaches by accident (the fuzz sends thousands a minute); the rate tests set their own.
 for _scope in ("USER", "ANON", "SUBMIT", "LOGIN", "WORKER"):
     os.environ.setdefault(f"API_RATE_{_scope}", "1000000/minute")

@@ -14,7 +14,6 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from checkpoints.models import Checkpoint
-from operations.ids import new_operation_id
 from operations.models import Operation, OperationEvent
 from operations.models import OperationStatus as S
 from runtime.tasks import run_operation
@@ -22,6 +21,8 @@ from tests.backtesting.conftest import generate, start_backtest
 from tests.conftest import queued_operation_ids
 from tests.factories import OperationFactory
 from tests.support.commands import assert_refused_by_name
+
+UNKNOWN_MODEL = "op_training_20261204_101500_0badc0de"  # fixed: the test ids must not change between runs
 
 URL = "/api/v1/backtests/"
 DEFAULT_PARAMS = {
@@ -135,9 +136,9 @@ BAD_BODIES = [
     ({"params": [3, 8]}, "params"),
     ({"strategy": "model"}, "model"),  # the model strategy needs a model
     ({"strategy": "model", "params": {"threshold": 0.3}}, "params.threshold"),
-    ({"model": new_operation_id("training")}, "model"),  # sma_cross uses no model
+    ({"model": UNKNOWN_MODEL}, "model"),  # sma_cross uses no model
     ({"strategy": "model", "model": "not-an-id"}, "model"),
-    ({"strategy": "model", "model": new_operation_id("training")}, "model"),  # no such operation
+    ({"strategy": "model", "model": UNKNOWN_MODEL}, "model"),  # no such operation
     ({"initial_cash": 0}, "initial_cash"),
     ({"initial_cash": "lots"}, "initial_cash"),
     ({"commission": -0.1}, "commission"),
@@ -343,7 +344,7 @@ BAD_OPTIONS = [
     (["--param", "allow_short=perhaps"], "--param"),
     (["--strategy", "nope"], "--strategy"),
     (["--strategy", "model"], "--model"),
-    (["--model", new_operation_id("training")], "--model"),
+    (["--model", UNKNOWN_MODEL], "--model"),
     (["--initial-cash", "-5"], "--initial-cash"),
     (["--initial-cash", "lots"], "--initial-cash"),
     (["--commission", "x"], "--commission"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from operations.artifacts import artifact_file, artifact_folder
-from operations.ids import InvalidIdentifier, new_operation_id
+from operations.ids import InvalidIdentifier
 
-OPERATION_ID = new_operation_id("training")
+OPERATION_ID = "op_training_20261204_101500_0badc0de"
 
 
 def test_the_folder_is_named_by_the_id_under_the_base(tmp_path):
