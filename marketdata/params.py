@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from marketdata.series import SYMBOL_RE, TIMEFRAMES, MarketDataError, series_path
+from marketdata.series import MAX_BARS, SYMBOL_RE, TIMEFRAMES, MarketDataError, series_path
 from operations.api.shared import OperationRequestSerializer
 
 
@@ -12,7 +12,9 @@ class SeriesRangeSerializer(OperationRequestSerializer):
     """A series and a date range; valid only once the series has data (checked last, after the whole request)."""
 
     symbol = serializers.RegexField(
-        SYMBOL_RE, max_length=32, error_messages={"invalid": "Use 1-32 of A-Z, 0-9, '.', '_', '-'."}
+        SYMBOL_RE, max_length=32, error_messages={"invalid": "Use 1-32 of A-Z, 0-9, '.', '_', '-'."},
+        help_text=f"A series of market data (manage.py marketdata list); one holds at most {MAX_BARS:,} bars, so a "
+                  "request reads at most that many.",
     )
     timeframe = serializers.ChoiceField(choices=list(TIMEFRAMES))
     start = serializers.DateField(required=False, allow_null=True, default=None)

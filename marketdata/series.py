@@ -26,6 +26,11 @@ SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}\Z")
 TIMEFRAMES = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86400}
 
 
+# The most bars a series may hold (generated or imported), so the most any request reads: a backtest's arrays
+# and a training's samples stay within a worker's memory (about 80 bytes a bar in a backtest).
+MAX_BARS = 50_000_000
+
+
 class MarketDataError(ValueError):
     """Bad market data or a bad request for it; the message names the line, field or value."""
 
@@ -149,6 +154,9 @@ def parse_csv(source: Path) -> pd.DataFrame:
                 raise MarketDataError(f"{source}, line {line_number}: timestamp {row[0]} is not after the previous one")
             previous = when
             rows.append((when, *values))
+            if len(rows) > MAX_BARS:
+                raise MarketDataError(f"{source}, line {line_number}: more than {MAX_BARS:,} bars, the most a series "
+                                      "may hold; import a shorter period")
     if len(rows) < 2:
         raise MarketDataError(f"{source}: at least 2 bars are needed, found {len(rows)}")
     frame = pd.DataFrame(rows, columns=COLUMNS)

@@ -273,6 +273,16 @@ def test_a_write_that_fails_halfway_leaves_the_previous_series_and_no_temporary(
     assert sorted(p.name for p in data_dir.iterdir()) == ["SYN_1h.csv"]
 
 
+def test_a_series_longer_than_the_bound_is_refused_naming_the_line(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(series, "MAX_BARS", 2)
+    source = tmp_path / "bars.csv"
+    source.write_text(HEADER + "".join(GOOD_ROWS))  # 3 bars: line 4 is one too many
+
+    with pytest.raises(CommandError, match="line 4: more than 2 bars, the most a series may hold"):
+        import_file(source)
+    assert not data_dir.exists() or list(data_dir.iterdir()) == []
+
+
 def test_parse_errors_are_market_data_errors(tmp_path):
     """What the training service and the command catch: no other exception escapes a bad file."""
     source = tmp_path / "bad.csv"

@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from marketdata.series import (
+    MAX_BARS,
     TIMEFRAMES,
     MarketDataError,
     generate_bars,
@@ -50,8 +51,8 @@ class Command(BaseCommand):
     def handle_generate(self, *, symbol: str, timeframe: str, bars: int, seed: int, start: str | None, **_: Any) -> None:
         validate_symbol(symbol)
         validate_timeframe(timeframe)
-        if bars < 2 or bars > 50_000_000:
-            raise CommandError("--bars must be between 2 and 50,000,000.")
+        if bars < 2 or bars > MAX_BARS:
+            raise CommandError(f"--bars must be between 2 and {MAX_BARS:,}.")
         if seed < 0:
             raise CommandError("--seed must not be negative.")  # numpy's generator refuses it
         first = None
