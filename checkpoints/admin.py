@@ -10,7 +10,6 @@ from django.utils.html import format_html, format_html_join
 
 from checkpoints.models import Checkpoint
 from checkpoints.services import checkpoint_discard
-from operations import permissions
 from operations.exceptions import ServiceError
 
 
@@ -65,11 +64,7 @@ class CheckpointAdmin(admin.ModelAdmin):
         return format_html("<table><tr><th>name</th><th>bytes</th><th>sha256</th></tr>{}</table>", rows)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Checkpoint]:
-        """The checkpoints of the operations the user sees (the API's rule)."""
-        checkpoints = super().get_queryset(request)
-        if not permissions.sees_all(request.user):
-            checkpoints = checkpoints.filter(operation__owner=request.user)
-        return checkpoints
+        return super().get_queryset(request).visible_to(request.user)  # the API's rule
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

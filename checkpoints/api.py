@@ -88,11 +88,7 @@ class StatsSerializer(serializers.Serializer):
 
 
 def visible_checkpoints(request: Request):
-    """The checkpoints of the operations the user sees."""
-    checkpoints = Checkpoint.objects.select_related("operation")
-    if not permissions.sees_all(request.user):
-        checkpoints = checkpoints.filter(operation__owner=request.user)
-    return checkpoints
+    return Checkpoint.objects.select_related("operation").visible_to(request.user)
 
 
 def visible_checkpoint(request: Request, operation_id: str) -> Checkpoint:

@@ -7,6 +7,7 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
+from operations import permissions
 from operations.models import Operation
 
 # The keys of a state that say how far the operation had come, per kind of operation.
@@ -23,6 +24,14 @@ class CheckpointType(models.TextChoices):
     CANCELLATION = "cancellation", "Cancellation"
     FAILURE = "failure", "Failure"
     SHUTDOWN = "shutdown", "Shutdown"
+
+
+class CheckpointQuerySet(models.QuerySet):
+    def visible_to(self, user) -> "CheckpointQuerySet":
+        """The checkpoints of the operations the user sees (Operation.objects.visible_to's rule)."""
+        if permissions.sees_all(user):
+            return self
+        return self.filter(operation__owner=user) if user.is_authenticated else self.none()
 
 
 class Checkpoint(models.Model):
@@ -44,6 +53,8 @@ class Checkpoint(models.Model):
     state_size_bytes = models.BigIntegerField(default=0)
     artifacts_size_bytes = models.BigIntegerField(default=0)
     version = models.PositiveIntegerField(default=1, help_text="Incremented by every save.")
+
+    objects = CheckpointQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -214,3 +214,16 @@ def test_the_upgrade_keeps_what_existing_staff_could_do():
                                       "operations.act_as_worker", "operations.view_worker"])
     assert not users[plain.pk].groups.exists() and not users[plain.pk].has_perm(VIEW_ALL)
     assert not users[root.pk].groups.exists() and users[root.pk].has_perm(VIEW_ALL)
+
+
+def test_the_checkpoint_admin_and_api_list_only_the_checkpoints_of_visible_operations(viewer):
+    own, theirs = cancelled_with_checkpoint(viewer), cancelled_with_checkpoint(UserFactory())
+
+    page = admin_client(viewer).get(reverse("admin:checkpoints_checkpoint_changelist"))
+    listed = token_client(viewer).get("/api/v1/checkpoints/").json()["results"]
+
+    assert {checkpoint.pk for checkpoint in page.context["cl"].result_list} == {own.pk}
+    assert [row["operation_id"] for row in listed] == [own.pk]
+    everyone = grant(viewer, VIEW_ALL)
+    page = admin_client(everyone).get(reverse("admin:checkpoints_checkpoint_changelist"))
+    assert {checkpoint.pk for checkpoint in page.context["cl"].result_list} == {own.pk, theirs.pk}
