@@ -11,5 +11,7 @@ class AgentsConfig(AppConfig):
         from runtime.tasks import RUN_OPERATION_TASK
 
         # Run by the control loop, never enqueued (backend-local): the runtime's task in a thread of `supervise`.
-        registry.register_executor("agent_research", RUN_OPERATION_TASK, runner="agents.session.SessionRunner")
+        # A session without a checkpoint is not restarted from the beginning: it would start new children.
+        registry.register_executor("agent_research", RUN_OPERATION_TASK, runner="agents.session.SessionRunner",
+                                   transient_errors=registry.DATABASE_AND_MEMORY_ERRORS)
         registry.register_detail_panel("agent_research", session_panel)

@@ -134,7 +134,7 @@ class SessionRunner:
 
     def _await(self, child: str) -> Operation:
         """Wait for the child to complete; a child that fails or is cancelled fails the session (whose resume
-        resumes the child)."""
+        resumes the child), unless the restart policy is to resume the child automatically."""
         while True:
             try:
                 self.context.raise_if_stopping()
@@ -144,7 +144,7 @@ class SessionRunner:
             operation = Operation.objects.get(pk=child)
             if operation.status == S.COMPLETED:
                 return operation
-            if operation.status in TERMINAL_STATUSES:
+            if operation.status in TERMINAL_STATUSES and operation.restart_due_at is None:  # (else: it comes back)
                 raise ChildFailed(f"the {operation.operation_type} child {child} ended {operation.status}: "
                                   f"{operation.error_message or 'no message'}")
             self._report(operation)

@@ -13,7 +13,10 @@ class BacktestingConfig(AppConfig):
         from operations import registry
         from runtime.tasks import RUN_OPERATION_TASK
 
-        registry.register_executor("backtesting", RUN_OPERATION_TASK, runner="backtesting.runner.BacktestRunner")
+        registry.register_executor(
+            "backtesting", RUN_OPERATION_TASK, runner="backtesting.runner.BacktestRunner",
+            transient_errors=registry.DATABASE_AND_MEMORY_ERRORS, restart_from_scratch=lambda: True,
+        )
         registry.register_detail_panel("backtesting", backtest_panel)
         registry.register_maintenance(
             "backtest spool sweep", lambda: settings.CHECKPOINT_CLEANUP_INTERVAL_HOURS * 3600, spool_sweep

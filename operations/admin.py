@@ -10,6 +10,7 @@ from operations import permissions, registry
 from operations.api.throttling import LoginAttempts
 from operations.exceptions import ServiceError
 from operations.models import RESUMABLE_STATUSES, Operation, OperationEvent, Worker, WorkerCredential
+from operations.restarts import restart_summary
 from operations.services.credentials import credential_create, credential_revoke
 from operations.services.lifecycle import CancelOutcome, operation_cancel
 
@@ -63,6 +64,7 @@ class OperationAdmin(admin.ModelAdmin):
         "status",
         "progress",
         "checkpoint_summary",
+        "restarts_counter",
         "owner",
         "worker",
         "created_at",
@@ -104,6 +106,14 @@ class OperationAdmin(admin.ModelAdmin):
         "last_heartbeat_at",
         "cancel_requested_at",
         "orphan_clock_from",
+        "restarts_counter",
+        "restart_decision",
+        "max_restarts",
+        "restarts",
+        "end_cause",
+        "restart_due_at",
+        "restart_from",
+        "stalls",
     ]
     fieldsets = [
         (
@@ -116,6 +126,8 @@ class OperationAdmin(admin.ModelAdmin):
             },
         ),
         ("Execution", {"fields": ["owner", "worker", "attempt", "is_backend_local", "parent", "version", "previous_status"]}),
+        ("Restart policy", {"fields": ["restarts_counter", "restart_decision", "end_cause", "restart_due_at",
+                                       "restart_from", "stalls"]}),
         ("Progress", {"fields": ["progress_current", "progress_total", "progress_unit"]}),
         ("Request and result", {"fields": ["params", "result"]}),
         (
@@ -137,6 +149,18 @@ class OperationAdmin(admin.ModelAdmin):
 
     class Media:
         css = {"all": ["operations/admin.css"]}
+
+    @admin.display(description="restarts")
+    def restarts_counter(self, operation: Operation) -> str:
+        """`restarts/max_restarts`, and a mark when an automatic resume is planned."""
+        summary = restart_summary(operation)
+        if summary["state"] != "planned":
+            return summary["counter"]
+        return format_html('{} <span title="{}">⟳</span>', summary["counter"], summary["text"])
+
+    @admin.display(description="automatic resume")
+    def restart_decision(self, operation: Operation) -> str:
+        return restart_summary(operation)["text"] or "-"
 
     @admin.display(description="Progress", ordering="progress_percent")
     def progress(self, operation: Operation) -> str:

@@ -10,10 +10,11 @@ from typing import Any
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models, transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from operations import permissions, transitions
+from operations import restarts as restarts_policy
 from operations.ids import HOST_RE
 from operations.transitions import (  # noqa: F401  (the statuses are the models' too)
     QUEUED_STATUSES,
@@ -77,6 +78,9 @@ class OperationQuerySet(models.QuerySet):
         # request, a re-enqueue) leaves it, so the worker that claimed a resume still sees it came from RESUMING.
         if from_statuses != [to_status]:
             changes["previous_status"] = F("status")
+        # An automatic resume stays planned only through the change that plans it: any other (a resume by hand,
+        # the worker back, a cancel) drops it.
+        changes.setdefault("restart_due_at", None)
         with transaction.atomic():
             won = self.filter(conditions).update(status=to_status, version=F("version") + 1, **changes)
             if won:
@@ -162,6 +166,25 @@ class Operation(models.Model):
         help_text="While PENDING_RECONCILIATION: when the orphan timeout began to count.",
     )
 
+    # The restart policy (operations/restarts.py, docs/self-healing.md).
+    max_restarts = models.PositiveIntegerField(
+        default=0, help_text="Automatic resumes allowed after a lost worker or a transient error (0: none)."
+    )
+    restarts = models.PositiveIntegerField(default=0, help_text="Automatic resumes counted against max_restarts.")
+    end_cause = models.CharField(
+        max_length=32, choices=restarts_policy.EndCause.choices, blank=True,
+        help_text="Why its last run ended short of completion.",
+    )
+    restart_due_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the control loop resumes it automatically (planned when it ended)."
+    )
+    restart_from = models.JSONField(
+        null=True, blank=True, help_text="The checkpoint position its last automatic resume started from."
+    )
+    stalls = models.PositiveSmallIntegerField(
+        default=0, help_text="Automatic resumes in a row that failed again without progress (a crash loop at 2)."
+    )
+
     objects = OperationQuerySet.as_manager()
 
     class Meta:
@@ -175,6 +198,9 @@ class Operation(models.Model):
             models.Index(fields=["-created_at"], name="op_created_idx"),
             models.Index(fields=["owner", "-created_at"], name="op_owner_created_idx"),
             models.Index(fields=["operation_type", "status"], name="op_type_status_idx"),
+            # the restart pass: the few ended operations with an automatic resume planned
+            models.Index(fields=["restart_due_at"], condition=Q(restart_due_at__isnull=False),
+                         name="op_restart_due_idx"),
         ]
         permissions = [
             ("view_all_operations", "Can see every user's operations"),
@@ -215,18 +241,39 @@ class OperationEvent(models.Model):
 
 
 class WorkerStatus(models.TextChoices):
-    AVAILABLE = "AVAILABLE", "Available"
+    """IDLE and BUSY: alive (it or its cluster heart-beats). STOPPING: its cluster is shutting down and takes no
+    new work; STOPPED: it exited cleanly, or its cluster saw it exit. UNAVAILABLE: silent for
+    WORKER_STALE_SECONDS (the sweep)."""
+
+    IDLE = "IDLE", "Idle"
     BUSY = "BUSY", "Busy"
+    STOPPING = "STOPPING", "Stopping"
+    STOPPED = "STOPPED", "Stopped"
     UNAVAILABLE = "UNAVAILABLE", "Unavailable"
+
+
+LIVE_WORKER_STATUSES = (WorkerStatus.IDLE, WorkerStatus.BUSY)
+
+
+def unless_stopping(status: str) -> Case:
+    """A worker's new status in an UPDATE, unless its cluster is shutting down: STOPPING holds until STOPPED (a
+    run it ends meanwhile must not make it look ready for work)."""
+    return Case(When(status=WorkerStatus.STOPPING, then=Value(WorkerStatus.STOPPING)), default=Value(status))
+
+
+class WorkerType(models.TextChoices):
+    QCLUSTER = "qcluster", "cluster worker"  # a worker process of a `qcluster`: takes tasks from the broker
+    API = "api", "API worker"  # a worker outside the deployment, reporting over the API
+    CONTROL_LOOP = "control_loop", "control loop"  # `supervise`, running research sessions in its threads
 
 
 class Worker(models.Model):
     worker_id = models.CharField(max_length=320, primary_key=True)
-    worker_type = models.CharField(max_length=32, default="qcluster")
+    worker_type = models.CharField(max_length=32, choices=WorkerType.choices, default=WorkerType.QCLUSTER)
     host = models.CharField(max_length=200)
     pid = models.PositiveIntegerField()
     capabilities = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=16, choices=WorkerStatus.choices, default=WorkerStatus.AVAILABLE)
+    status = models.CharField(max_length=16, choices=WorkerStatus.choices, default=WorkerStatus.IDLE)
     current_operation = models.ForeignKey(
         Operation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

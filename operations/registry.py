@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.db import InterfaceError, OperationalError
 from django.utils.html import format_html
 from django.utils.module_loading import import_string
 
@@ -22,21 +23,54 @@ from operations.ids import parse_operation_id
 logger = logging.getLogger(__name__)
 
 
+# Errors a restart can cure, for a type to mark transient (the restart policy resumes a run they end): the
+# database gone or restarting, and memory exhausted.
+DATABASE_AND_MEMORY_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, MemoryError)
+
+
+def _never() -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class Executor:
     operation_type: str
     task: str  # dotted path of the django-q2 task, called with the operation id
     runner: str | None = None  # dotted path of the runner class the runtime's task executes
+    transient_errors: tuple[type[BaseException], ...] = ()
+    restart_from_scratch: Callable[[], bool] = _never
 
 
 _executors: dict[str, Executor] = {}
 _checkpoint_probe: Callable[[str], bool] | None = None
 
 
-def register_executor(operation_type: str, task: str, *, runner: str | None = None) -> None:
+def register_executor(
+    operation_type: str, task: str, *, runner: str | None = None,
+    transient_errors: tuple[type[BaseException], ...] = (), restart_from_scratch: Callable[[], bool] = _never,
+) -> None:
     """Say how an operation type is executed: by the runtime's task (`runtime.tasks.RUN_OPERATION_TASK`) and
-    the domain's runner (the usual case), or by a task of its own."""
-    _executors[operation_type] = Executor(operation_type=operation_type, task=task, runner=runner)
+    the domain's runner (the usual case), or by a task of its own.
+
+    For the restart policy (operations/restarts.py): the errors that end a run of this type as transient (an
+    automatic resume may cure them; any other error is final), and whether a run that ended without any
+    checkpoint may be restarted from the beginning (read when it is due, so a setting can decide).
+    """
+    _executors[operation_type] = Executor(
+        operation_type=operation_type, task=task, runner=runner, transient_errors=tuple(transient_errors),
+        restart_from_scratch=restart_from_scratch,
+    )
+
+
+def is_transient(operation_type: str, error: BaseException) -> bool:
+    """Whether the type marks this error as one a restart can cure."""
+    executor = _executors.get(operation_type)
+    return executor is not None and isinstance(error, executor.transient_errors)
+
+
+def may_restart_from_scratch(operation_type: str) -> bool:
+    executor = _executors.get(operation_type)
+    return executor is not None and executor.restart_from_scratch()
 
 
 def unregister_executor(operation_type: str) -> None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 from django.db.models import Q, QuerySet
 
 from operations.exceptions import OperationNotFound
-from operations.models import RESUMABLE_STATUSES, Operation, OperationStatus
+from operations.models import (
+    LIVE_WORKER_STATUSES,
+    RESUMABLE_STATUSES,
+    Operation,
+    OperationStatus,
+    Worker,
+    WorkerType,
+)
 
 
 def operation_list(
@@ -50,3 +57,10 @@ def operations_awaiting_reconciliation() -> int:
 
 def resumable_count(operations: QuerySet[Operation]) -> int:
     return operations.filter(status__in=RESUMABLE_STATUSES, checkpoint__isnull=False).count()
+
+
+def workers_available(*, since) -> bool:
+    """Whether a worker of a cluster is alive (idle or busy, seen since `since`) to take work from the broker."""
+    return Worker.objects.filter(
+        worker_type=WorkerType.QCLUSTER, status__in=LIVE_WORKER_STATUSES, last_seen_at__gte=since
+    ).exists()

@@ -81,6 +81,9 @@ class Transition:
 # An operation FAILED by the sweep (its worker presumed dead) is the worker's still: its report or its return wins.
 PRESUMED_ORPHAN = Guard(Q(presumed_orphan=True), "the sweep presumed it orphaned (not failed by its run)")
 NOT_YET_REQUESTED = Guard(Q(cancel_requested_at__isnull=True), "no cancel requested yet")
+# The restart policy planned an automatic resume (operations/restarts.py): only then may the control loop act on
+# an ended operation, and a user's cancel call it off.
+RESTART_PLANNED = Guard(Q(restart_due_at__isnull=False), "the restart policy planned an automatic resume")
 
 TRANSITIONS: tuple[Transition, ...] = (
     # created
@@ -145,6 +148,28 @@ TRANSITIONS: tuple[Transition, ...] = (
                "resumed from its checkpoint"),
     Transition(S.CANCELLED, S.RESUMING, By.USER,
                "resumed from its checkpoint"),
+    # the restart policy (docs/self-healing.md): an automatic resume planned when the run ended
+    Transition(S.FAILED, S.RESUMING, By.CONTROL_LOOP,
+               "resumed automatically from its checkpoint: its worker was lost, or a transient error",
+               only_if=RESTART_PLANNED),
+    Transition(S.CANCELLED, S.RESUMING, By.CONTROL_LOOP,
+               "resumed automatically from its checkpoint after a graceful shutdown, once a worker is available",
+               only_if=RESTART_PLANNED),
+    Transition(S.FAILED, S.PENDING, By.CONTROL_LOOP,
+               "restarted automatically from the beginning: no checkpoint, and its type allows it",
+               only_if=RESTART_PLANNED),
+    Transition(S.CANCELLED, S.PENDING, By.CONTROL_LOOP,
+               "restarted automatically from the beginning after a graceful shutdown that saved no checkpoint",
+               only_if=RESTART_PLANNED),
+    Transition(S.FAILED, S.FAILED, By.CONTROL_LOOP,
+               "automatic resume given up: a crash loop (no progress between restarts), or no usable checkpoint",
+               only_if=RESTART_PLANNED),
+    Transition(S.CANCELLED, S.CANCELLED, By.CONTROL_LOOP,
+               "automatic resume after a shutdown given up: no usable checkpoint", only_if=RESTART_PLANNED),
+    Transition(S.FAILED, S.CANCELLED, By.USER,
+               "cancelled while an automatic resume was planned: it is called off", only_if=RESTART_PLANNED),
+    Transition(S.CANCELLED, S.CANCELLED, By.USER,
+               "cancelled while an automatic resume was planned: it is called off", only_if=RESTART_PLANNED),
 )
 
 _TABLE: dict[tuple[str | None, str, By], Transition] = {

@@ -25,11 +25,11 @@ from django.utils.dateparse import parse_datetime
 
 from operations.ids import is_operation_id, parse_worker_id
 from operations.models import TERMINAL_STATUSES
-from operations.services.workers import CompletedReport
+from operations.services.workers import REPORTED_CAUSES, CompletedReport
 
 logger = logging.getLogger(__name__)
 
-FIELDS = ("operation_id", "worker_id", "attempt", "status", "result", "error_message", "completed_at")
+FIELDS = ("operation_id", "worker_id", "attempt", "status", "result", "error_message", "completed_at", "cause")
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,7 @@ def _report(body: dict[str, Any]) -> CompletedReport:
         result=body.get("result"),
         error_message=body.get("error_message") or "",
         completed_at=parsed,
+        cause=body.get("cause") if body.get("cause") in REPORTED_CAUSES else "",
     )
 
 

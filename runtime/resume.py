@@ -66,6 +66,10 @@ def operation_resume(*, operation_id: str, actor: str) -> ResumeResult:
         version=operation.version,
         queued_at=now,
         cancel_requested_at=None,
+        # resumed by hand: the restart policy starts afresh (its counter, and the crash-loop watch)
+        restarts=0,
+        stalls=0,
+        restart_from=None,
     )
     if not won:
         raise ResumeConflict(operation_id)

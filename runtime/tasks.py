@@ -14,6 +14,7 @@ from checkpoints.models import Checkpoint, CheckpointType
 from checkpoints.services import checkpoint_delete, checkpoint_load
 from operations import registry
 from operations.models import Operation, OperationStatus
+from operations.restarts import EndCause
 from operations.services.lifecycle import operation_claim, operation_finish
 from operations.services.workers import CompletedReport
 from runtime.context import (
@@ -115,16 +116,18 @@ def run_operation(operation_id: str) -> str:
     except OperationShutdown:
         saved = _save_payload(context, runner, CheckpointType.SHUTDOWN)
         message = GRACEFUL_SHUTDOWN_MESSAGE if saved else GRACEFUL_SHUTDOWN_NO_CHECKPOINT
-        finish.done(S.CANCELLED, error=message, reason=message)
+        finish.done(S.CANCELLED, error=message, reason=message, cause=EndCause.SHUTDOWN)
         return finish.outcome("shut down")
     except OperationCancelled:
         saved = _save_payload(context, runner, CheckpointType.CANCELLATION)
-        finish.done(S.CANCELLED, reason="Cancelled by request" + (" - checkpoint saved" if saved else ""))
+        finish.done(S.CANCELLED, reason="Cancelled by request" + (" - checkpoint saved" if saved else ""),
+                    cause=EndCause.CANCELLED)
         return finish.outcome("cancelled")
     except Exception as exc:
         logger.exception("Operation %s failed", operation_id)
         _save_payload(context, runner, CheckpointType.FAILURE)
-        finish.failed(f"{type(exc).__name__}: {exc}", trace=traceback.format_exc())
+        finish.failed(f"{type(exc).__name__}: {exc}", trace=traceback.format_exc(),
+                      cause=cause_of(operation.operation_type, exc))
         return finish.outcome("failed")
     finally:
         context.close()  # no save may commit after the outcome (or after the checkpoint's deletion)
@@ -168,8 +171,14 @@ def _start_runner(context: RunContext, runner_path: str, finish: _Finisher, *, r
         return import_string(runner_path)(context)
     except Exception as exc:
         logger.exception("Operation %s could not start", context.operation_id)
-        finish.failed(f"{type(exc).__name__}: {exc}", trace=traceback.format_exc())
+        finish.failed(f"{type(exc).__name__}: {exc}", trace=traceback.format_exc(),
+                      cause=cause_of(context.operation_type, exc))
         return None
+
+
+def cause_of(operation_type: str, error: BaseException) -> str:
+    """An error that ended a run: transient if its type marks it so (the restart policy resumes it), else final."""
+    return EndCause.TRANSIENT_ERROR if registry.is_transient(operation_type, error) else EndCause.ERROR
 
 
 def _after_completion(runner: Runner, operation_id: str) -> None:
@@ -206,7 +215,7 @@ class _Finisher:
         self.operation_id, self.worker_id, self.attempt = operation_id, worker_id, attempt
         self.in_outbox = False
 
-    def done(self, status: str, *, result: Any = None, error: str = "", reason: str = "") -> bool:
+    def done(self, status: str, *, result: Any = None, error: str = "", reason: str = "", cause: str = "") -> bool:
         """Whether this run's outcome is the one recorded."""
         won = None
         for attempt in (1, 2):  # the first failure may only be a connection the database closed long ago
@@ -219,24 +228,25 @@ class _Finisher:
                     result=result,
                     error_message=error,
                     reason=reason,
+                    cause=cause,
                 )
                 break
             except DATABASE_UNREACHABLE as exc:
                 database_lost(f"Outcome {status} of {self.operation_id}", exc, attempt)
         if won is None:
-            won = self._through_outbox(status, result, error)
+            won = self._through_outbox(status, result, error, cause)
         if not won:
             logger.warning("Outcome %s of %s not recorded: no longer this run's", status, self.operation_id)
         return won
 
-    def failed(self, error: str, trace: str = "") -> bool:
-        logger.error("Operation %s failed: %s\n%s", self.operation_id, error, trace)
-        return self.done(S.FAILED, error=error[:10_000], reason=error[:500])
+    def failed(self, error: str, trace: str = "", cause: str = EndCause.ERROR) -> bool:
+        logger.error("Operation %s failed (%s): %s\n%s", self.operation_id, cause, error, trace)
+        return self.done(S.FAILED, error=error[:10_000], reason=error[:500], cause=cause)
 
     def outcome(self, name: str) -> str:
         return f"{name} (left in the outbox)" if self.in_outbox else name
 
-    def _through_outbox(self, status: str, result: Any, error: str) -> bool:
+    def _through_outbox(self, status: str, result: Any, error: str, cause: str) -> bool:
         """Keep the outcome on disk, then wait for the database and report it with a registration.
 
         The outbox entry outlives this process: if the worker is stopped before
@@ -244,7 +254,7 @@ class _Finisher:
         """
         report = CompletedReport(
             operation_id=self.operation_id, worker_id=self.worker_id, attempt=self.attempt, status=status,
-            result=result, error_message=error[:10_000], completed_at=timezone.now(),
+            result=result, error_message=error[:10_000], completed_at=timezone.now(), cause=cause,
         )
         outbox_write(report)
         try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
+from operations.models import WorkerType
 from operations.services.workers import CurrentOperation, WorkerReply, worker_register, worker_report_outcomes
 from runtime.outbox import outbox_entries, outbox_remove
 
@@ -36,12 +36,29 @@ class GaveUp(Exception):
     """The wait for the database ended because the worker is stopping."""
 
 
-def current_worker_id() -> str:
+# What this process is to the fleet: a worker process of a cluster, unless `supervise` says it is the control
+# loop (it runs research sessions in its threads, and shows as the control loop, not as a worker).
+_role = WorkerType.QCLUSTER
+
+
+def act_as_control_loop() -> None:
+    global _role
+    _role = WorkerType.CONTROL_LOOP
+
+
+def current_worker_type() -> str:
+    return _role
+
+
+def current_worker_id(pid: int | None = None) -> str:
+    """<host>:<cluster>:<pid> of this process (or of `pid`, a worker process of this cluster); the control
+    loop's cluster part is `supervise`."""
     from django_q.conf import Conf
 
-    host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname()) or "host"
-    cluster = "".join(c if c.isalnum() or c in "._-" else "-" for c in str(Conf.CLUSTER_NAME)) or "cluster"
-    return f"{host}:{cluster}:{os.getpid()}"
+    host = "".join(c if c.isalnum() or c in "._-" else "-" for c in settings.WORKER_HOST) or "host"
+    name = "supervise" if _role == WorkerType.CONTROL_LOOP else str(Conf.CLUSTER_NAME)
+    cluster = "".join(c if c.isalnum() or c in "._-" else "-" for c in name) or "cluster"
+    return f"{host}:{cluster}:{pid or os.getpid()}"
 
 
 def capabilities() -> dict[str, Any]:
@@ -108,7 +125,7 @@ def register(worker_id: str, current_operation: CurrentOperation | None = None) 
     entries = outbox_entries()
     reply = worker_register(
         worker_id=worker_id,
-        worker_type="qcluster",
+        worker_type=_role,
         capabilities=capabilities(),
         current_operation=current_operation,
         completed_operations=[entry.report for entry in entries],

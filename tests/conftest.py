@@ -134,7 +134,9 @@ def replaced_executor(operation_type: str, task: str = RUN_OPERATION_TASK, runne
         if previous is None:
             registry.unregister_executor(operation_type)
         else:
-            registry.register_executor(previous.operation_type, previous.task, runner=previous.runner)
+            registry.register_executor(previous.operation_type, previous.task, runner=previous.runner,
+                                       transient_errors=previous.transient_errors,
+                                       restart_from_scratch=previous.restart_from_scratch)
 
 
 @pytest.fixture

@@ -64,7 +64,7 @@ class WorkerFactory(factory.django.DjangoModelFactory):
     worker_id = factory.Sequence(lambda n: f"host{n}:resilient:{1000 + n}")
     host = factory.LazyAttribute(lambda w: w.worker_id.split(":")[0])
     pid = factory.LazyAttribute(lambda w: int(w.worker_id.split(":")[2]))
-    status = WorkerStatus.AVAILABLE
+    status = WorkerStatus.IDLE
     last_seen_at = factory.LazyFunction(timezone.now)
 
 

@@ -6,9 +6,16 @@ class TrainingConfig(AppConfig):
     verbose_name = "Training"
 
     def ready(self) -> None:
+        import torch
+        from django.conf import settings
+
         from operations import registry
         from runtime.tasks import RUN_OPERATION_TASK
         from training.panels import training_panel
 
-        registry.register_executor("training", RUN_OPERATION_TASK, runner="training.runner.TrainingRunner")
+        registry.register_executor(
+            "training", RUN_OPERATION_TASK, runner="training.runner.TrainingRunner",
+            transient_errors=(*registry.DATABASE_AND_MEMORY_ERRORS, torch.OutOfMemoryError),
+            restart_from_scratch=lambda: settings.TRAINING_RESTART_FROM_SCRATCH,
+        )
         registry.register_detail_panel("training", training_panel)

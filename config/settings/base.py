@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import dj_database_url
@@ -142,6 +143,9 @@ MODELS_DIR = env.path("MODELS_DIR", VAR_DIR / "models")
 RESULTS_DIR = env.path("RESULTS_DIR", VAR_DIR / "results")  # backtest equity curves and their spools
 DATA_DIR = env.path("DATA_DIR", VAR_DIR / "data")
 WORKER_STATE_DIR = env.path("WORKER_STATE_DIR", VAR_DIR / "worker-state")
+# The host part of this machine's worker ids (<host>:<cluster>:<pid>): its host name unless set (a container's
+# host name may change with each start).
+WORKER_HOST = env.str("WORKER_HOST", "") or socket.gethostname()
 
 # Checkpoint artifacts go through Django's storage API: the "checkpoints" storage
 # is a folder (local, a shared volume or NFS) unless another backend is configured.
@@ -167,6 +171,18 @@ require_longer("WORKER_STALE_SECONDS", WORKER_STALE_SECONDS, "HEARTBEAT_INTERVAL
 require_longer("ORPHAN_TIMEOUT_SECONDS", ORPHAN_TIMEOUT_SECONDS, "WORKER_STALE_SECONDS", WORKER_STALE_SECONDS)
 require_longer("REQUEUE_AFTER_SECONDS", REQUEUE_AFTER_SECONDS, "ORPHAN_CHECK_INTERVAL_SECONDS", ORPHAN_CHECK_INTERVAL_SECONDS)
 
+# --- the restart policy (docs/self-healing.md)
+# Automatic resumes a new operation is allowed after a lost worker or a transient error (0: none; a request may
+# say otherwise). A graceful shutdown's resume is not counted.
+MAX_RESTARTS = env.int("MAX_RESTARTS", 3, minimum=0)
+RESTART_BACKOFF_SECONDS = env.seconds("RESTART_BACKOFF_SECONDS", 10)
+RESTART_BACKOFF_MAX_SECONDS = env.seconds("RESTART_BACKOFF_MAX_SECONDS", 600)
+if RESTART_BACKOFF_MAX_SECONDS < RESTART_BACKOFF_SECONDS:
+    raise ConfigError(f"RESTART_BACKOFF_MAX_SECONDS={RESTART_BACKOFF_MAX_SECONDS:g} is invalid: it must be at "
+                          f"least RESTART_BACKOFF_SECONDS={RESTART_BACKOFF_SECONDS:g}.")
+# A training that ends without any checkpoint is restarted from its first epoch (a backtest always is).
+TRAINING_RESTART_FROM_SCRATCH = env.bool("TRAINING_RESTART_FROM_SCRATCH", True)
+
 # --- checkpoints (docs/checkpoints.md)
 TRAINING_CHECKPOINT_EVERY_EPOCHS = env.int("TRAINING_CHECKPOINT_EVERY_EPOCHS", 10)
 BACKTEST_CHECKPOINT_EVERY_BARS = env.int("BACKTEST_CHECKPOINT_EVERY_BARS", 10_000)
@@ -188,8 +204,11 @@ Q_TASK_TIMEOUT_SECONDS = env.int("Q_TASK_TIMEOUT_SECONDS", 7 * 24 * 3600, minimu
 Q_RETRY_SECONDS = env.int("Q_RETRY_SECONDS", Q_TASK_TIMEOUT_SECONDS + 600, minimum=1)
 require_longer("Q_RETRY_SECONDS", Q_RETRY_SECONDS, "Q_TASK_TIMEOUT_SECONDS", Q_TASK_TIMEOUT_SECONDS)
 Q_MAX_ATTEMPTS = env.int("Q_MAX_ATTEMPTS", 3, minimum=1)
+# The cluster's name: the broker's queue (deployments sharing one Redis need names of their own) and the middle
+# part of worker ids. django-q2 reads the same variable.
+Q_CLUSTER_NAME = env.str("Q_CLUSTER_NAME", "resilient")
 Q_CLUSTER = {
-    "name": "resilient",
+    "name": Q_CLUSTER_NAME,
     "workers": Q_WORKERS,
     "recycle": 50,
     "timeout": Q_TASK_TIMEOUT_SECONDS,

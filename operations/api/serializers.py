@@ -21,7 +21,10 @@ from operations.models import (
     OperationStatus,
     OperationType,
     Worker,
+    WorkerType,
 )
+from operations.restarts import CAUSES_OF, restart_summary
+from operations.services.workers import REPORTED_CAUSES
 
 RECENT_EVENTS = 50
 
@@ -124,6 +127,19 @@ class CheckpointSummarySerializer(serializers.Serializer):
     artifacts = serializers.ListField(child=serializers.CharField())
 
 
+class RestartSerializer(serializers.Serializer):
+    restarts = serializers.IntegerField(help_text="Automatic resumes made, counted against max_restarts.")
+    max_restarts = serializers.IntegerField(help_text="Automatic resumes allowed (0: the policy is off for it).")
+    counter = serializers.CharField(help_text="`restarts/max_restarts`, as the CLI and the admin show it.")
+    state = serializers.ChoiceField(
+        choices=["none", "planned", "exhausted", "crash_loop", "off", "not_restartable"],
+        help_text="planned: the control loop resumes it at `next_at` (once a worker is available).",
+    )
+    next_at = serializers.DateTimeField(allow_null=True, help_text="When the planned automatic resume is due.")
+    cause = serializers.CharField(allow_blank=True, help_text="Why its last run ended short of completion.")
+    text = serializers.CharField(allow_blank=True, help_text="The policy's decision, in a sentence.")
+
+
 class OperationSerializer(serializers.ModelSerializer):
     # Declared read-only relations are not inspected for nullability: allow_null puts `nullable` in the schema.
     owner = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True,
@@ -133,6 +149,7 @@ class OperationSerializer(serializers.ModelSerializer):
     worker = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     parent = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     progress = ProgressSerializer(source="*", read_only=True)
+    restart = serializers.SerializerMethodField(help_text="The restart policy's counter and decision.")
 
     class Meta:
         model = Operation
@@ -159,8 +176,15 @@ class OperationSerializer(serializers.ModelSerializer):
             "cancel_requested_at",
             "checkpoint",
             "resumable",
+            "max_restarts",
+            "restarts",
+            "restart",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(RestartSerializer)
+    def get_restart(self, operation: Operation) -> dict[str, Any]:
+        return RestartSerializer(restart_summary(operation)).data
 
     @extend_schema_field(CheckpointSummarySerializer(allow_null=True))
     def get_checkpoint(self, operation: Operation) -> dict[str, Any] | None:
@@ -232,11 +256,26 @@ class CompletedReportInputSerializer(serializers.Serializer):
     result = StorableJSONField(required=False, allow_null=True)
     error_message = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
     completed_at = serializers.DateTimeField(required=False, allow_null=True)
+    cause = serializers.ChoiceField(
+        choices=[(cause.value, cause.label) for cause in REPORTED_CAUSES], required=False, default="",
+        allow_blank=True,
+        help_text="Why a FAILED or CANCELLED run ended: the restart policy resumes it automatically after a "
+                  "`shutdown` or a `transient_error` (an `error` unless given, or `cancelled` for CANCELLED).",
+    )
+
+    def validate(self, data):
+        cause, status = data.get("cause", ""), data["status"]
+        if cause and cause not in CAUSES_OF.get(status, ()):
+            raise serializers.ValidationError({"cause": f"{cause!r} does not go with status {status}."})
+        return data
 
 
 class WorkerRegisterInputSerializer(serializers.Serializer):
     worker_id = WorkerIdField()
-    worker_type = serializers.CharField(max_length=32, default="api")
+    worker_type = serializers.ChoiceField(
+        choices=[WorkerType.API], default=WorkerType.API,
+        help_text="`api`: a worker that reports over the API (a cluster's workers register in-process).",
+    )
     capabilities = JSONObjectField(required=False, default=dict)
     current_operation_id = OperationIdField(required=False, allow_null=True)
     current_attempt = serializers.IntegerField(

@@ -177,13 +177,24 @@ def path_value(field_class: type[serializers.Field], name: str, value: str) -> s
 
 # --- starting an operation
 
+MAX_RESTARTS_PER_OPERATION = 100
+
+
 class OperationRequestSerializer(serializers.Serializer):
     """The request that starts an operation (a training, a backtest, a research session): validated once, kept
-    as the operation's params, read back by its runner."""
+    as the operation's params, read back by its runner. Every kind takes `max_restarts`, the restart policy's
+    (kept on the operation, not in its params)."""
+
+    max_restarts = serializers.IntegerField(
+        min_value=0, max_value=MAX_RESTARTS_PER_OPERATION, required=False,
+        help_text="Automatic resumes allowed after a lost worker or a transient error (0: none; MAX_RESTARTS "
+                  "unless given).",
+    )
 
     def to_params(self) -> dict[str, Any]:
         """The validated request as it is stored: JSON (dates as ISO strings)."""
-        return json.loads(json.dumps(self.validated_data, cls=DjangoJSONEncoder))
+        params = {name: value for name, value in self.validated_data.items() if name != "max_restarts"}
+        return json.loads(json.dumps(params, cls=DjangoJSONEncoder))
 
 
 def operation_start(request: OperationRequestSerializer, *, operation_type: str, actor: str, owner=None,
@@ -196,5 +207,9 @@ def operation_start(request: OperationRequestSerializer, *, operation_type: str,
     request.is_valid(raise_exception=True)
     # A user's own requests count against their cap; the children a research session starts do not.
     limit = None if create.get("parent") else settings.MAX_ACTIVE_OPERATIONS_PER_USER
+    # Not given: a research session's children follow their session; the others take MAX_RESTARTS.
+    parent = create.get("parent")
+    given = request.validated_data.get("max_restarts")
+    create.setdefault("max_restarts", parent.max_restarts if given is None and parent is not None else given)
     return operation_create(operation_type=operation_type, params=request.to_params(), actor=actor, owner=owner,
                             active_limit=limit, **create)

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from operations import selectors
 from operations.exceptions import OperationNotCancellable
 from operations.models import TERMINAL_STATUSES, Operation, OperationStatus
+from operations.restarts import restart_summary
 from operations.services.lifecycle import operation_cancel
 
 
@@ -21,7 +22,8 @@ def resume_hint(operation_id: str) -> str:
 
 
 def follow(command: BaseCommand, operation_id: str, *, quiet: bool = False, poll_seconds: float = 0.5) -> Operation:
-    """Show progress (a bar on a terminal, lines otherwise) until the operation is terminal.
+    """Show progress (a bar on a terminal, lines otherwise) until the operation has ended: terminal, with no
+    automatic resume planned (a run stopped by a deploy is followed on to its end).
 
     Ctrl+C requests a cancel, waits for the worker's cancellation checkpoint,
     and prints the command that resumes it; a second Ctrl+C stops waiting.
@@ -69,18 +71,20 @@ def _watch(command: BaseCommand, operation_id: str, *, quiet: bool, poll_seconds
     try:
         while True:
             operation = selectors.operation_get(operation_id=operation_id)
+            planned = operation.restart_due_at is not None  # ended, but the restart policy resumes it: go on
+            message = restart_summary(operation)["text"] if planned else operation.progress_message
             if not quiet:
                 if sys.stderr.isatty():
                     bar = bar or tqdm(total=100.0, unit="%", bar_format="{l_bar}{bar}| {n:.1f}% [{elapsed}<{remaining}]")
                     bar.n = round(operation.progress_percent, 1)
-                    bar.set_description_str(f"{operation.status} {operation.progress_message}"[:60])
+                    bar.set_description_str(f"{operation.status} {message}"[:60])
                     bar.refresh()
                 else:
-                    line = f"{operation.status} {operation.progress_percent:.1f}% {operation.progress_message}".strip()
+                    line = f"{operation.status} {operation.progress_percent:.1f}% {message}".strip()
                     if line != last_line:
                         command.stdout.write(line)
                         last_line = line
-            if operation.status in TERMINAL_STATUSES:
+            if operation.status in TERMINAL_STATUSES and not planned:
                 return operation
             time.sleep(poll_seconds)
     finally:

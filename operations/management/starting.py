@@ -28,11 +28,17 @@ def add_series_arguments(parser, *, required: bool = True) -> None:
 
 
 def given_options(options: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    """The request fields a command's options give (those not left out), for the start service."""
-    return {name: options[name] for name in names if options[name] is not None}
+    """The request fields a command's options give (those not left out), for the start service; with the
+    options every such command takes (add_follow_arguments)."""
+    return {name: options[name] for name in (*names, "max_restarts") if options.get(name) is not None}
 
 
 def add_follow_arguments(parser) -> None:
+    """The options every command that starts an operation takes last."""
+    parser.add_argument(
+        "--max-restarts", metavar="N",
+        help="Automatic resumes allowed after a lost worker or a transient error; 0: none (default: MAX_RESTARTS).",
+    )
     parser.add_argument("--follow", action="store_true", help="Show progress until it ends; Ctrl+C cancels.")
     parser.add_argument("--json", action="store_true", help="Print the operation's API body.")
 

@@ -6,6 +6,7 @@ import enum
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import F
@@ -20,7 +21,16 @@ from operations.exceptions import (
     TooManyActiveOperations,
 )
 from operations.ids import new_operation_id
-from operations.models import QUEUED_STATUSES, TERMINAL_STATUSES, Operation, OperationStatus, Worker, WorkerStatus
+from operations.models import (
+    QUEUED_STATUSES,
+    TERMINAL_STATUSES,
+    Operation,
+    OperationStatus,
+    Worker,
+    WorkerStatus,
+    unless_stopping,
+)
+from operations.restarts import CAUSES_OF, POLICY_FIELDS, EndCause, planned
 from operations.transitions import worker_actor
 
 logger = logging.getLogger(__name__)
@@ -38,12 +48,14 @@ def operation_create(
     parent: Operation | None = None,
     enqueue: bool = True,
     active_limit: int | None = None,
+    max_restarts: int | None = None,
 ) -> Operation:
     """Record a new PENDING operation and, after commit, hand it to the broker.
 
     Backend-local operations (agent sessions) are run by the control loop and
     are never enqueued. With `active_limit`, refused (TooManyActiveOperations) when the owner already has that
     many operations not ended; the owner's row is locked meanwhile, so that racing requests cannot both pass.
+    `max_restarts`: automatic resumes allowed (the restart policy), MAX_RESTARTS unless given.
     """
     enqueue = enqueue and not is_backend_local
     if enqueue and registry.get_executor(operation_type) is None:
@@ -66,6 +78,7 @@ def operation_create(
             parent=parent,
             created_at=now,
             queued_at=now if enqueue else None,
+            max_restarts=settings.MAX_RESTARTS if max_restarts is None else max_restarts,
         )
         if enqueue:
             transaction.on_commit(lambda: registry.enqueue_operation(operation.operation_id, operation_type))
@@ -95,12 +108,13 @@ def operation_claim(*, operation_id: str, worker_id: str) -> int | None:
         orphan_clock_from=None,
         presumed_orphan=False,
         error_message="",
+        end_cause="",
     )
     if not won:
         logger.info("Claim of %s by %s found nothing to claim", operation_id, worker_id)
         return None
     Worker.objects.filter(pk=worker_id).update(
-        status=WorkerStatus.BUSY, current_operation_id=operation_id, last_seen_at=now
+        status=unless_stopping(WorkerStatus.BUSY), current_operation_id=operation_id, last_seen_at=now
     )
     return Operation.objects.values_list("attempt", flat=True).get(pk=operation_id)
 
@@ -118,17 +132,26 @@ def operation_cancel(*, operation_id: str, actor: str) -> CancelOutcome:
        executing it) → CANCELLED at once; a worker that comes back is told to stop.
     2. RUNNING → record `cancel_requested_at`; the worker sees it within one
        heartbeat, saves a cancellation checkpoint and acknowledges.
-    3. Terminal → OperationNotCancellable.
+    3. FAILED or CANCELLED with an automatic resume planned → CANCELLED, the resume called off.
+    4. Otherwise terminal → OperationNotCancellable.
     Each step is conditional; if the status moved under us, look again.
     """
     for _ in range(5):
-        current = Operation.objects.filter(pk=operation_id).values("status", "cancel_requested_at").first()
+        current = (Operation.objects.filter(pk=operation_id)
+                   .values("status", "cancel_requested_at", "restart_due_at").first())
         if current is None:
             raise OperationNotFound(operation_id)
         status = current["status"]
+        now = db_now()
+        if status in TERMINAL_STATUSES and current["restart_due_at"] is not None:
+            if Operation.objects.transition(  # only while it is planned: the table's guard
+                operation_id, from_statuses=[status], to_status=S.CANCELLED, actor=actor,
+                reason="Cancelled: its automatic resume is called off", end_cause=EndCause.CANCELLED,
+            ):
+                return CancelOutcome.CANCELLED
+            continue
         if status in TERMINAL_STATUSES:
             raise OperationNotCancellable(operation_id, status)
-        now = db_now()
         if status == S.RUNNING:
             if current["cancel_requested_at"] is not None:
                 return CancelOutcome.ALREADY_REQUESTED
@@ -147,6 +170,7 @@ def operation_cancel(*, operation_id: str, actor: str) -> CancelOutcome:
             else "Cancelled while its worker was unreachable",
             cancel_requested_at=now,
             completed_at=now,
+            end_cause=EndCause.CANCELLED,
         ):
             return CancelOutcome.CANCELLED
     raise OperationNotCancellable(operation_id, "changing too fast")
@@ -163,8 +187,12 @@ def operation_finish(
     reason: str = "",
     completed_at=None,
     principal: str = "",
+    cause: str = "",
 ) -> bool:
     """Record the outcome a worker reports for its run (COMPLETED, FAILED or CANCELLED).
+
+    `cause` says why a FAILED or CANCELLED run ended (operations/restarts.py; an error, or a user's cancel,
+    unless given): the restart policy plans an automatic resume from it in the same UPDATE.
 
     Fenced: it applies only while the operation is still this worker's run, and
     only if the operation is not terminal, or FAILED merely presumed orphaned
@@ -180,7 +208,14 @@ def operation_finish(
         "orphan_clock_from": None,
         "error_message": error_message,
     }
-    if status == S.COMPLETED:
+    if status != S.COMPLETED:
+        if cause not in CAUSES_OF[status]:  # none given, or one that does not go with the status
+            cause = CAUSES_OF[status][0]
+        policy = Operation.objects.filter(pk=operation_id).values(*POLICY_FIELDS).first()
+        if policy is not None:  # (its run fences the UPDATE: the counts cannot change before it)
+            changes.update(planned(cause, now=now, **policy))
+    else:
+        changes["end_cause"] = ""
         changes["result"] = result
         changes["progress_percent"] = 100.0
         changes["progress_current"] = Coalesce(F("progress_total"), F("progress_current"))
@@ -198,6 +233,6 @@ def operation_finish(
     )
     if won:
         Worker.objects.filter(pk=worker_id, current_operation_id=operation_id).update(
-            status=WorkerStatus.AVAILABLE, current_operation=None, last_seen_at=now
+            status=unless_stopping(WorkerStatus.IDLE), current_operation=None, last_seen_at=now
         )
     return won

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from typing import ClassVar
 
 from django.conf import settings
 from django.db import transaction
@@ -27,6 +27,7 @@ from django.db.models.functions import Coalesce
 from operations import registry
 from operations.clock import db_now
 from operations.models import (
+    LIVE_WORKER_STATUSES,
     QUEUED_STATUSES,
     ControlLoop,
     ControlLoopLease,
@@ -35,6 +36,7 @@ from operations.models import (
     Worker,
     WorkerStatus,
 )
+from operations.restarts import POLICY_FIELDS, EndCause, planned
 from operations.transitions import CONTROL_LOOP
 
 logger = logging.getLogger(__name__)
@@ -51,31 +53,32 @@ def worker_unavailable_message(worker_id: str) -> str:
 
 
 @dataclass
-class SweepReport:
-    pending_reconciliation: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    requeued: list[str] = field(default_factory=list)
-    workers_unavailable: list[str] = field(default_factory=list)
+class PassReport:
+    """What one pass of the control loop did: the ids it acted on, by what it did to them. A subclass names in
+    `unchanged` the lists that record no change (what it only found waiting)."""
+
+    unchanged: ClassVar[tuple[str, ...]] = ()
 
     @property
     def changed(self) -> bool:
-        return any(asdict(self).values())
+        return any(ids for name, ids in asdict(self).items() if name not in self.unchanged)
 
     def as_dict(self) -> dict[str, list[str]]:
         return asdict(self)
 
 
 @dataclass
-class ReconcileReport:
+class SweepReport(PassReport):
+    pending_reconciliation: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)
+    workers_unavailable: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReconcileReport(PassReport):
     failed_backend_local: list[str] = field(default_factory=list)
     pending_reconciliation: list[str] = field(default_factory=list)
-
-    @property
-    def changed(self) -> bool:
-        return any(asdict(self).values())
-
-    def as_dict(self) -> dict[str, list[str]]:
-        return asdict(self)
 
 
 def _heartbeat_anchor():
@@ -129,14 +132,13 @@ def control_loop_regained_database() -> datetime:
 
 
 def _mark_stale_workers(cutoff: datetime, report: SweepReport) -> None:
-    stale_workers = Worker.objects.filter(
-        status__in=[WorkerStatus.AVAILABLE, WorkerStatus.BUSY],
-        last_seen_at__lt=cutoff,
-    )
+    # STOPPING too: a cluster killed while it stopped never marks its workers STOPPED.
+    silent = [*LIVE_WORKER_STATUSES, WorkerStatus.STOPPING]
+    stale_workers = Worker.objects.filter(status__in=silent, last_seen_at__lt=cutoff)
     for worker_id in stale_workers.values_list("pk", flat=True):
         if Worker.objects.filter(
             pk=worker_id,
-            status__in=[WorkerStatus.AVAILABLE, WorkerStatus.BUSY],
+            status__in=silent,
             last_seen_at__lt=cutoff,
         ).update(status=WorkerStatus.UNAVAILABLE):
             report.workers_unavailable.append(worker_id)
@@ -163,7 +165,7 @@ def _mark_stale_running(now: datetime, report: SweepReport) -> None:
         ):
             report.pending_reconciliation.append(operation_id)
             if worker_id and Worker.objects.filter(
-                pk=worker_id, status__in=[WorkerStatus.AVAILABLE, WorkerStatus.BUSY], last_seen_at__lt=cutoff
+                pk=worker_id, status__in=LIVE_WORKER_STATUSES, last_seen_at__lt=cutoff
             ).update(status=WorkerStatus.UNAVAILABLE):
                 report.workers_unavailable.append(worker_id)
 
@@ -174,11 +176,13 @@ def _fail_expired_reconciliation(now: datetime, report: SweepReport) -> None:
         Operation.objects.filter(status=S.PENDING_RECONCILIATION, is_backend_local=False)
         .annotate(anchor=Coalesce("orphan_clock_from", _heartbeat_anchor()))
         .filter(anchor__lt=cutoff)
-        .values_list("pk", "version", "worker_id")
+        .values("pk", "version", "worker_id", *POLICY_FIELDS)
     )
-    for operation_id, version, worker_id in expired:
+    for row in expired:
+        operation_id, version, worker_id = row.pop("pk"), row.pop("version"), row.pop("worker_id")
         message = worker_unavailable_message(worker_id) if worker_id else NO_WORKER_MESSAGE
-        if _fail(operation_id, S.PENDING_RECONCILIATION, version, message, now, presumed_orphan=True):
+        if _fail(operation_id, S.PENDING_RECONCILIATION, version, message, now, presumed_orphan=True,
+                 **planned(EndCause.WORKER_LOST, now=now, **row)):
             report.failed.append(operation_id)
 
 
@@ -244,15 +248,16 @@ def reconcile_startup(*, now: datetime | None = None) -> ReconcileReport:
     """
     now = now or db_now()
     report = ReconcileReport()
-    running = Operation.objects.filter(status=S.RUNNING).values_list("pk", "version", "is_backend_local")
-    for operation_id, version, is_backend_local in running:
+    running = Operation.objects.filter(status=S.RUNNING).values("pk", "version", "is_backend_local", *POLICY_FIELDS)
+    for row in running:
+        operation_id, version, is_backend_local = row.pop("pk"), row.pop("version"), row.pop("is_backend_local")
         if is_backend_local:
             message = (
                 BACKEND_RESTART_WITH_CHECKPOINT
                 if registry.has_checkpoint(operation_id)
                 else BACKEND_RESTART_WITHOUT_CHECKPOINT
             )
-            if _fail(operation_id, S.RUNNING, version, message, now):
+            if _fail(operation_id, S.RUNNING, version, message, now, **planned(EndCause.WORKER_LOST, now=now, **row)):
                 report.failed_backend_local.append(operation_id)
         elif Operation.objects.transition(
             operation_id,
@@ -295,7 +300,7 @@ def control_loop_take(
     3. Lost the race: read again, the winner is the holder now.
     Forced, the holder found is the one displaced: it stops at its next renewal.
     """
-    host = host if host is not None else socket.gethostname()
+    host = host if host is not None else settings.WORKER_HOST
     pid = pid if pid is not None else os.getpid()
     holder = None
     for _ in range(3):  # a holder may release it between our read and our write: then take it

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError
+from django.db.models import Case, F, Q, Value, When
 
 from operations.clock import db_now
 from operations.exceptions import WorkerNotFound
 from operations.ids import parse_operation_id, parse_worker_id
-from operations.models import Operation, OperationStatus, Worker, WorkerStatus
+from operations.models import Operation, OperationStatus, Worker, WorkerStatus, WorkerType, unless_stopping
+from operations.restarts import POLICY_FIELDS, EndCause, planned
 from operations.services.lifecycle import operation_finish
 from operations.transitions import worker_actor
 
@@ -70,6 +73,11 @@ class CompletedReport:
     result: Any = None
     error_message: str = ""
     completed_at: datetime | None = None
+    cause: str = ""  # why a FAILED or CANCELLED run ended (REPORTED_CAUSES); the restart policy reads it
+
+
+# The causes a worker may report for its own run's end (a lost worker is the control plane's finding).
+REPORTED_CAUSES = (EndCause.SHUTDOWN, EndCause.TRANSIENT_ERROR, EndCause.ERROR, EndCause.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,7 @@ class WorkerReply:
 def worker_register(
     *,
     worker_id: str,
-    worker_type: str = "qcluster",
+    worker_type: str = WorkerType.QCLUSTER,
     capabilities: dict[str, Any] | None = None,
     current_operation: CurrentOperation | None = None,
     completed_operations: list[CompletedReport] | tuple[CompletedReport, ...] = (),
@@ -126,8 +134,7 @@ def worker_register(
             "worker_type": worker_type,
             "host": host,
             "pid": pid,
-            "capabilities": capabilities or {},
-            "status": WorkerStatus.AVAILABLE,
+            "capabilities": capabilities or {},  # its status: below (a STOPPING one stays so)
             "current_operation": None,
             "registered_at": now,
             "last_seen_at": now,
@@ -187,6 +194,68 @@ def worker_report_outcomes(
     return applied
 
 
+def cluster_beat(
+    *, cluster_id: str, live: Iterable[str], gone: Iterable[str] = (), stopping: bool = False,
+    capabilities: dict[str, Any] | None = None,
+) -> list[str]:
+    """A cluster's heartbeat for its worker processes, busy or idle (runtime/fleet.py).
+
+    1. Each live worker process is registered if it is not yet (IDLE) and seen now; one marked UNAVAILABLE or
+       STOPPED is alive after all (IDLE, or BUSY if it has an operation); `stopping`: every one is STOPPING
+       (its cluster is shutting down and takes no new work).
+    2. Each process that exited is STOPPED; an operation it was running can never finish: FAILED at once as
+       a lost worker (the restart policy plans its resume), rather than after the sweep's timeouts.
+    Returns the operations failed in 2. `cluster_id` (the cluster's main process, <host>:<cluster>:<pid>) is
+    the actor of their events.
+    """
+    now = db_now()
+    live, gone = sorted(set(live)), sorted(set(gone))
+    if live:
+        Worker.objects.bulk_create(
+            [Worker(worker_id=worker_id, worker_type=WorkerType.QCLUSTER, host=parse_worker_id(worker_id)[0],
+                    pid=parse_worker_id(worker_id)[2], capabilities=capabilities or {}, status=WorkerStatus.IDLE,
+                    registered_at=now, last_seen_at=now) for worker_id in live],
+            ignore_conflicts=True,
+        )
+        revived = Q(status__in=[WorkerStatus.UNAVAILABLE, WorkerStatus.STOPPED])
+        Worker.objects.filter(pk__in=live).update(
+            last_seen_at=now,
+            status=Value(WorkerStatus.STOPPING) if stopping else Case(
+                When(revived & Q(current_operation__isnull=True), then=Value(WorkerStatus.IDLE)),
+                When(revived, then=Value(WorkerStatus.BUSY)),
+                default=F("status"),
+            ),
+        )
+    if not gone:
+        return []
+    Worker.objects.filter(pk__in=gone).update(status=WorkerStatus.STOPPED, current_operation=None)
+    return _fail_runs_of_exited(gone, cluster_id, now)
+
+
+def cluster_stopped(worker_ids: Iterable[str]) -> int:
+    """A cluster stopped cleanly: its worker processes are STOPPED."""
+    return Worker.objects.filter(pk__in=list(worker_ids)).update(status=WorkerStatus.STOPPED, current_operation=None)
+
+
+def _fail_runs_of_exited(worker_ids: list[str], cluster_id: str, now: datetime) -> list[str]:
+    failed = []
+    runs = Operation.objects.filter(
+        worker_id__in=worker_ids, status__in=[S.RUNNING, S.PENDING_RECONCILIATION], is_backend_local=False
+    ).values("pk", "status", "version", "worker_id", *POLICY_FIELDS)
+    for run in runs:
+        operation_id, worker_id = run.pop("pk"), run.pop("worker_id")
+        status, version = run.pop("status"), run.pop("version")
+        message = f"Worker {worker_id} exited while running it (killed?)"
+        if Operation.objects.transition(
+            operation_id, from_statuses=[status], to_status=S.FAILED, actor=worker_actor(cluster_id),
+            reason=message, version=version, error_message=message, completed_at=now, presumed_orphan=True,
+            orphan_clock_from=None, **planned(EndCause.WORKER_LOST, now=now, **run),
+        ):
+            failed.append(operation_id)
+            logger.warning("%s: %s", operation_id, message)
+    return failed
+
+
 def worker_get(worker_id: str) -> Worker:
     try:
         return Worker.objects.select_related("current_operation").get(pk=worker_id)
@@ -197,7 +266,7 @@ def worker_get(worker_id: str) -> Worker:
 def _record_worker_state(worker_id: str, instruction: Instruction | None, now: datetime) -> Worker:
     busy = instruction is not None and instruction.action is Action.CONTINUE
     Worker.objects.filter(pk=worker_id).update(
-        status=WorkerStatus.BUSY if busy else WorkerStatus.AVAILABLE,
+        status=unless_stopping(WorkerStatus.BUSY if busy else WorkerStatus.IDLE),
         current_operation_id=instruction.operation_id if busy else None,
         last_seen_at=now,
     )
@@ -220,6 +289,7 @@ def _apply_completed(worker_id: str, report: CompletedReport, principal: str) ->
         reason=f"Reported {report.status.lower()} by its worker after reconnecting",
         completed_at=report.completed_at,
         principal=principal,
+        cause=report.cause,
     )
     if not applied:
         logger.info("Completed report for %s from %s changed nothing", report.operation_id, worker_id)

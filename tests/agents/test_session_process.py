@@ -14,13 +14,18 @@ from checkpoints.models import Checkpoint
 from operations.models import Operation
 from operations.models import OperationStatus as S
 from operations.services.reconciliation import BACKEND_RESTART_WITH_CHECKPOINT
-from runtime.resume import operation_resume
 from tests.support.processes import wait_for
-from tests.training.cluster import Children, status_of, wait_until_completed, wait_until_terminal
+from tests.training.cluster import (
+    Children,
+    automatic,
+    resumed_by_hand,
+    status_of,
+    wait_until_completed,
+)
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
 
-REQUEST = {"symbol": "SYN", "timeframe": "1h", "seed": 1}
+REQUEST = {"symbol": "SYN", "timeframe": "1h", "seed": 1, "max_restarts": 3}
 
 
 @pytest.fixture
@@ -52,13 +57,12 @@ def test_a_session_killed_with_supervise_during_training_resumes_to_a_verdict_wi
     supervise.process.wait(timeout=10)
     assert status_of(session) == S.RUNNING  # nothing executes it any more, and nothing knows yet
 
-    children.supervise()
-    failed = wait_until_terminal(session, timeout=30)
-    assert (failed.status, failed.error_message) == (S.FAILED, BACKEND_RESTART_WITH_CHECKPOINT)
-    assert phase_of(session) == "TRAINING"
-
-    operation_resume(operation_id=session, actor="test")
+    children.supervise()  # it fails the session it finds RUNNING, and the restart policy resumes it
     done = wait_until_completed(session)
+    (failed, resumed) = automatic(session)
+    assert failed == (S.RUNNING, S.FAILED, BACKEND_RESTART_WITH_CHECKPOINT)
+    assert resumed[:2] == (S.FAILED, S.RESUMING) and resumed[2].startswith("Automatic resume 1/3 after a lost worker")
+    assert not resumed_by_hand(session) and done.restarts == 1
 
     assert done.result["verdict"] in ("accepted", "rejected") and len(done.result["reasons"]) == 4
     trainings = list(Operation.objects.filter(parent_id=session, operation_type="training"))
@@ -81,14 +85,16 @@ def test_sigterm_to_supervise_cancels_a_session_with_a_checkpoint_and_leaves_its
     supervise.process.send_signal(signal.SIGTERM)
     supervise.process.wait(timeout=30)
 
-    cancelled = wait_until_terminal(session, timeout=10)
+    wait_for(lambda: status_of(session) == S.CANCELLED, timeout=10, what="the session to be cancelled")
+    cancelled = Operation.objects.get(pk=session)  # until a control loop resumes it (a deploy)
     assert (cancelled.status, cancelled.error_message) == (S.CANCELLED, "Graceful shutdown - checkpoint saved")
     assert phase_of(session) == "TRAINING"
     training = Operation.objects.get(parent_id=session, operation_type="training")
     assert training.status not in (S.CANCELLED, S.FAILED)  # a worker's operation: it goes on
 
-    children.supervise()
-    operation_resume(operation_id=session, actor="test")
+    children.supervise()  # the next control loop resumes it on its own (a deploy is not counted)
     done = wait_until_completed(session)
+    assert automatic(session)[-1][:2] == (S.CANCELLED, S.RESUMING)
+    assert not resumed_by_hand(session) and done.restarts == 0
     assert done.result["children"]["training"] == training.pk
     assert Operation.objects.filter(parent_id=session, operation_type="training").count() == 1

@@ -37,6 +37,7 @@ REQUEST = {
     "strategy": "sma_cross",
     "params": {"fast": 10, "slow": 40, "allow_short": True},
     "checkpoint_every": 20_000,
+    "max_restarts": 0,  # resumed by hand here (the restart policy's own tests: tests/resilience)
 }
 
 

@@ -166,7 +166,7 @@ def fuzz_data(transactional_db, settings, checkpoint_dir, tmp_path) -> FuzzData:
     data.operation_ids.append(operation_create(operation_type=OperationType.TRAINING, owner=user, actor="fuzz",
                                                params={"symbol": SYMBOL, "timeframe": TIMEFRAME}).pk)
 
-    machine = WorkerFactory(status=WorkerStatus.AVAILABLE, capabilities={"device": "cpu", "cpu_count": 4})
+    machine = WorkerFactory(status=WorkerStatus.IDLE, capabilities={"device": "cpu", "cpu_count": 4})
     WorkerFactory(status=WorkerStatus.UNAVAILABLE)  # of another host: its credential is refused for it
     data.authorization["worker"] = f"Worker {credential_create(host=machine.host, actor='fuzz')[1]}"
     data.worker_ids = list(Worker.objects.order_by("worker_id").values_list("worker_id", flat=True))

@@ -63,7 +63,7 @@ def test_worker_or_staff_credential_may_register_and_heartbeat(request, client_f
     assert heartbeat.status_code == 200
     assert registered.json()["worker"]["worker_id"] == WORKER_ID
     worker = Worker.objects.get(pk=WORKER_ID)
-    assert (worker.host, worker.pid, worker.status) == ("gpu-box.lan", 4242, WorkerStatus.AVAILABLE)
+    assert (worker.host, worker.pid, worker.status) == ("gpu-box.lan", 4242, WorkerStatus.IDLE)
 
 
 def test_a_plain_user_is_refused_with_403(user_client, worker_factory):
@@ -123,7 +123,7 @@ def test_register_with_an_unknown_current_operation_is_told_to_stop_and_nothing_
     assert body["operation"]["operation_id"] == UNKNOWN_OPERATION_ID
     assert body["operation"]["status"] is None
     assert "Unknown operation: not recorded" in body["operation"]["reason"]
-    assert body["worker"]["status"] == "AVAILABLE"
+    assert body["worker"]["status"] == "IDLE"
     assert body["worker"]["capabilities"] == {"device": "cuda", "cpu_count": 16}
     assert not Operation.objects.filter(pk=UNKNOWN_OPERATION_ID).exists()
 
@@ -243,7 +243,7 @@ def test_register_tells_the_worker_to_stop_a_cancelled_operation(worker_client, 
     assert response.status_code == 200
     assert response.json()["action"] == "stop"
     assert response.json()["operation"]["status"] == "CANCELLED"
-    assert response.json()["worker"]["status"] == "AVAILABLE"
+    assert response.json()["worker"]["status"] == "IDLE"
     assert Operation.objects.get(pk=operation.operation_id).status == S.CANCELLED
 
 
@@ -302,7 +302,7 @@ def test_heartbeat_says_stop_when_the_operation_was_resumed_elsewhere(
     assert response.status_code == 200
     assert response.json()["action"] == "stop"
     assert response.json()["operation"]["action"] == "stop"
-    assert response.json()["worker"]["status"] == "AVAILABLE"
+    assert response.json()["worker"]["status"] == "IDLE"
     assert Operation.objects.filter(pk=operation.pk).values().get() == before
 
 

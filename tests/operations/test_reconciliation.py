@@ -142,7 +142,7 @@ class TestWorkers:
         alive = worker_factory(last_seen_at=ago(1))
         assert sweep_orphans().workers_unavailable == [silent.pk]
         alive.refresh_from_db()
-        assert alive.status == WorkerStatus.AVAILABLE
+        assert alive.status == WorkerStatus.IDLE
 
     def test_sweep_records_its_time_for_health(self, short_intervals):
         sweep_orphans()

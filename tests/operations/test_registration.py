@@ -41,7 +41,7 @@ class TestRegistration:
     def test_creates_worker_from_its_id(self):
         reply = worker_register(worker_id="gpu-box.lan:resilient:4242", capabilities={"device": "cpu"})
         worker = Worker.objects.get(pk="gpu-box.lan:resilient:4242")
-        assert (worker.host, worker.pid, worker.status) == ("gpu-box.lan", 4242, WorkerStatus.AVAILABLE)
+        assert (worker.host, worker.pid, worker.status) == ("gpu-box.lan", 4242, WorkerStatus.IDLE)
         assert worker.capabilities == {"device": "cpu"}
         assert reply.instruction is None and reply.action is Action.CONTINUE
 
@@ -49,7 +49,7 @@ class TestRegistration:
         worker = worker_factory(status=WorkerStatus.UNAVAILABLE)
         worker_register(worker_id=worker.pk)
         worker.refresh_from_db()
-        assert worker.status == WorkerStatus.AVAILABLE
+        assert worker.status == WorkerStatus.IDLE
 
 
 class TestRuleCompletedReports:
@@ -135,7 +135,7 @@ class TestRuleCurrentOperation:
         for _ in range(2):
             reply = worker_register(worker_id=operation.worker_id, current_operation=CurrentOperation(operation.pk, 1))
             assert reply.action is Action.STOP
-            assert reply.worker.status == WorkerStatus.AVAILABLE and reply.worker.current_operation_id is None
+            assert reply.worker.status == WorkerStatus.IDLE and reply.worker.current_operation_id is None
         assert snapshot(operation.pk) == before
 
     def test_pending_reconciliation_with_this_worker_runs_again(self, running_operation_factory):
@@ -235,4 +235,4 @@ class TestHeartbeat:
     def test_idle_heartbeat_keeps_worker_available(self, worker_factory):
         worker = worker_factory(status=WorkerStatus.UNAVAILABLE)
         reply = worker_heartbeat(worker_id=worker.pk)
-        assert reply.instruction is None and reply.worker.status == WorkerStatus.AVAILABLE
+        assert reply.instruction is None and reply.worker.status == WorkerStatus.IDLE

@@ -18,6 +18,7 @@ from operations.models import Operation, OperationEvent
 from operations.transitions import (
     CONTROL_LOOP,
     PRESUMED_ORPHAN,
+    RESTART_PLANNED,
     TRANSITIONS,
     By,
     TransitionNotAllowed,
@@ -72,12 +73,29 @@ PROMISED: dict[tuple[str | None, str, By], str] = {
     **{(S.FAILED, status, By.WORKER): "registration, each completed report: ... or is FAILED only because it was "
                                       "presumed orphaned, set the reported terminal status"
        for status in TERMINAL},
+    # the restart policy (docs/self-healing.md)
+    (S.FAILED, S.RESUMING, By.CONTROL_LOOP): "a run whose worker was lost, or that failed with a transient error, "
+                                             "is resumed automatically from its checkpoint",
+    (S.CANCELLED, S.RESUMING, By.CONTROL_LOOP): "a run cancelled by a graceful shutdown is resumed automatically "
+                                                "once a worker is available",
+    (S.FAILED, S.PENDING, By.CONTROL_LOOP): "without a checkpoint, restarted from the beginning if its type allows",
+    (S.CANCELLED, S.PENDING, By.CONTROL_LOOP): "without a checkpoint, restarted from the beginning if its type "
+                                               "allows",
+    (S.FAILED, S.FAILED, By.CONTROL_LOOP): "a crash loop stops with FAILED and a message saying so",
+    (S.CANCELLED, S.CANCELLED, By.CONTROL_LOOP): "a planned resume whose checkpoint is unusable is given up",
+    (S.FAILED, S.CANCELLED, By.USER): "a user's cancel calls off a planned automatic resume",
+    (S.CANCELLED, S.CANCELLED, By.USER): "a user's cancel calls off a planned automatic resume",
 }
 # The guards of those rules: a worker's report or return wins over the sweep only if the sweep merely
 # presumed it orphaned; a second cancel request changes nothing.
 GUARDED = {
     (S.FAILED, S.RUNNING, By.WORKER), (S.FAILED, S.COMPLETED, By.WORKER), (S.FAILED, S.CANCELLED, By.WORKER),
     (S.FAILED, S.FAILED, By.WORKER), (S.RUNNING, S.RUNNING, By.USER),
+    # the control loop and a user act on an ended operation only while an automatic resume is planned
+    (S.FAILED, S.RESUMING, By.CONTROL_LOOP), (S.CANCELLED, S.RESUMING, By.CONTROL_LOOP),
+    (S.FAILED, S.PENDING, By.CONTROL_LOOP), (S.CANCELLED, S.PENDING, By.CONTROL_LOOP),
+    (S.FAILED, S.FAILED, By.CONTROL_LOOP), (S.CANCELLED, S.CANCELLED, By.CONTROL_LOOP),
+    (S.FAILED, S.CANCELLED, By.USER), (S.CANCELLED, S.CANCELLED, By.USER),
 }
 
 ACTORS = {By.USER: "user:alice", By.WORKER: worker_actor("host1:cluster:1"), By.CONTROL_LOOP: CONTROL_LOOP}
@@ -118,6 +136,8 @@ def satisfying(row) -> dict:
     fields = {"status": row.from_status, "worker": WorkerFactory(), "attempt": 1}
     if row.only_if is PRESUMED_ORPHAN:
         fields["presumed_orphan"] = True
+    if row.only_if is RESTART_PLANNED:
+        fields["restart_due_at"] = timezone.now()
     return fields
 
 

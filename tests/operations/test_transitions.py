@@ -174,7 +174,7 @@ class TestFinish:
         )
         operation.refresh_from_db()
         assert operation.result == {"epochs_completed": 3} and operation.progress_percent == 100.0
-        assert Worker.objects.get(pk=operation.worker_id).status == WorkerStatus.AVAILABLE
+        assert Worker.objects.get(pk=operation.worker_id).status == WorkerStatus.IDLE
 
     def test_completed_is_final(self, running_operation_factory):
         operation = running_operation_factory()

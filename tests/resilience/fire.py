@@ -14,6 +14,7 @@ from operations.models import OperationStatus as S
 from runtime.resume import operation_resume
 from tests.resilience.invariants import violations
 from tests.support.processes import wait_for
+from tests.training.cluster import automatic, resumed_by_hand
 
 SETTLE_TIMEOUT = 30
 
@@ -80,6 +81,36 @@ def wait_for_checkpoint_after(operation_id: str, version: int = 0, timeout: floa
     wait_for(lambda: Checkpoint.objects.filter(pk=operation_id, version__gt=version).exists(), timeout=timeout,
              interval=0.01, what=f"a checkpoint of {operation_id} after version {version}")
     return Checkpoint.objects.get(pk=operation_id)
+
+
+def wait_for_checkpoint_or_end(operation_id: str, version: int, timeout: float = 60) -> None:
+    """Until a checkpoint newer than `version` is committed, or the operation completed (a resumed run near its end
+    may finish before its next periodic checkpoint; completing deletes the checkpoint)."""
+    wait_for(lambda: Checkpoint.objects.filter(pk=operation_id, version__gt=version).exists()
+             or Operation.objects.filter(pk=operation_id, status=S.COMPLETED).exists(),
+             timeout=timeout, interval=0.01, what=f"a checkpoint of {operation_id} after version {version}, or its end")
+
+
+def next_run(operation_id: str, attempt: int, timeout: float = 60) -> Operation:
+    """The operation once a run after `attempt` has been claimed (the restart policy resumed it on its own), or
+    once it completed; fails at once if it ended with no automatic resume planned."""
+    def resumed() -> Operation | None:
+        operation = Operation.objects.get(pk=operation_id)
+        if operation.status == S.COMPLETED or (operation.attempt > attempt and operation.status == S.RUNNING):
+            return operation
+        assert operation.status not in (S.FAILED, S.CANCELLED) or operation.restart_due_at is not None, (
+            f"{operation_id} ended {operation.status} with no automatic resume planned: {operation.error_message}")
+        return None
+
+    return wait_for(resumed, timeout=timeout, interval=0.02, what=f"a run of {operation_id} after attempt {attempt}")
+
+
+def assert_healed(operation_id: str, completed: Operation, *, lost: int) -> None:
+    """Completed with no resume by hand; `lost` runs counted against max_restarts (a shutdown's are not)."""
+    assert not resumed_by_hand(operation_id)
+    assert completed.restarts == lost, (completed.restarts, lost)
+    assert completed.attempt == 1 + len([change for change in automatic(operation_id)
+                                         if change[1] in (S.RESUMING, S.PENDING)])
 
 
 def resume(operation_id: str) -> None:

@@ -16,7 +16,8 @@ import torch
 from backtesting.services import backtest_start
 from operations.models import Operation
 from tests.resilience.fire import assert_settled
-from tests.support.backtests import SLOW_SETTINGS, assert_same_backtest as assert_backtests_equal
+from tests.support.backtests import SLOW_SETTINGS
+from tests.support.backtests import assert_same_backtest as assert_backtests_equal
 from tests.training.cluster import Children, final_weights, train, wait_until_completed
 
 BACKTEST = {
@@ -25,6 +26,7 @@ BACKTEST = {
     "strategy": "sma_cross",
     "params": {"fast": 10, "slow": 40, "allow_short": True},
     "checkpoint_every": 20_000,
+    "max_restarts": 3,
 }
 
 
@@ -54,7 +56,7 @@ def slow_cluster(children: Children, workers: int = 2, **overrides: str):
 
 
 def start_training(**overrides) -> str:
-    return train(**{"epochs": 40, "checkpoint_every": 2, **overrides})
+    return train(**{"epochs": 40, "checkpoint_every": 2, "max_restarts": 3, **overrides})
 
 
 def start_backtest(**overrides) -> str:

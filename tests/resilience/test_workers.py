@@ -1,5 +1,8 @@
 """Workers under fire: kill -9 at random moments and in the middle of a checkpoint save, SIGTERM to the
-cluster, the same task delivered several times, and a worker presumed dead that comes back (fencing)."""
+cluster, the same task delivered several times, and a worker presumed dead that comes back (fencing).
+
+Nobody resumes anything by hand where the restart policy applies (a lost worker, a graceful shutdown): each
+scenario ends with the run COMPLETED as a straight run, resumed by the control loop alone."""
 
 from __future__ import annotations
 
@@ -13,24 +16,28 @@ from django_q.tasks import async_task
 
 from operations.models import Operation
 from operations.models import OperationStatus as S
+from operations.restarts import restart_summary
 from operations.services.lifecycle import operation_cancel, operation_create
 from runtime.shutdown import GRACEFUL_SHUTDOWN_MESSAGE
 from runtime.tasks import RUN_OPERATION_TASK
 from tests.resilience.conftest import runs
 from tests.resilience.fire import (
+    assert_healed,
     assert_settled,
     checkpoint_version,
     executing_pid,
     kill,
+    next_run,
     pause,
     resume,
     seeded,
     wait_for_checkpoint_after,
+    wait_for_checkpoint_or_end,
     wait_for_status,
 )
 from tests.resilience.jobs import JOBS, start_training, training_cluster
 from tests.support.processes import wait_for
-from tests.training.cluster import REQUEST, save_folders, wait_until_completed
+from tests.training.cluster import REQUEST, automatic, save_folders, wait_until_completed
 from training.params import TrainingParamsSerializer
 
 pytestmark = [pytest.mark.process, pytest.mark.resilience, pytest.mark.django_db(transaction=True)]
@@ -54,22 +61,24 @@ def test_kill_a_worker_at_random_moments(children, folders, request, kind, run):
     kills = 0
     while kills < KILLS:
         pid = executing_pid(operation_id)
-        wait_for_checkpoint_after(operation_id, checkpoint_version(operation_id))  # a save of this run
+        # A save of this run: its resume then starts further on (no progress between kills is a crash loop).
+        wait_for_checkpoint_or_end(operation_id, checkpoint_version(operation_id))
         pause(rng, 0, 0.8)
-        if Operation.objects.get(pk=operation_id).status != S.RUNNING:
+        operation = Operation.objects.get(pk=operation_id)
+        if operation.status != S.RUNNING:
             break  # it ended first
         kill(pid)
         kills += 1
-        failed = wait_for_status(operation_id, S.FAILED, S.COMPLETED, timeout=30)
-        assert_settled([operation_id])
-        if failed.status == S.COMPLETED:
+        # Its cluster sees the process gone: FAILED as a lost worker, then resumed by the control loop.
+        after = next_run(operation_id, operation.attempt)
+        if after.status == S.COMPLETED and after.attempt == operation.attempt:
             break  # the kill came after the outcome was recorded
-        assert failed.error_message == f"Worker {failed.worker_id} became unavailable"
-        resume(operation_id)
+        assert_settled([operation_id])
     print(f"{kind}: {kills} kills")
     assert kills >= 2, "the run ended before the kills: make it longer"
 
-    job.assert_ends_as_straight(operation_id, folders)
+    completed = job.assert_ends_as_straight(operation_id, folders)
+    assert_healed(operation_id, completed, lost=kills)
 
 
 @pytest.mark.scenario("kill -9 of a worker during a checkpoint save")
@@ -82,14 +91,16 @@ def test_kill_a_worker_during_a_checkpoint_save(children, folders, run):
     operation_id = start_training(epochs=60, checkpoint_every=1)
     for _ in range(2):
         pid = executing_pid(operation_id)
+        attempt = Operation.objects.get(pk=operation_id).attempt
+        wait_for_checkpoint_after(operation_id, checkpoint_version(operation_id))  # this run's: progress made
         wait_for(lambda: len(save_folders(folders, operation_id)) >= 2, timeout=60, interval=0.001,
                  what="a save in flight")
         kill(pid, with_children=True)
-        wait_for_status(operation_id, S.FAILED, timeout=30)
+        next_run(operation_id, attempt)
         assert_settled([operation_id])
-        resume(operation_id)
 
-    JOBS["training"].assert_ends_as_straight(operation_id, folders, epochs=60, checkpoint_every=1)
+    completed = JOBS["training"].assert_ends_as_straight(operation_id, folders, epochs=60, checkpoint_every=1)
+    assert_healed(operation_id, completed, lost=2)
 
 
 @pytest.mark.parametrize("group", [False, True], ids=["main-process", "process-group"])
@@ -114,10 +125,13 @@ def test_sigterm_to_the_cluster(children, folders, request, kind, group, run):
     cancelled = wait_for_status(operation_id, S.CANCELLED, timeout=10)
     assert cancelled.error_message == GRACEFUL_SHUTDOWN_MESSAGE
     assert_settled([operation_id])
+    assert restart_summary(cancelled)["state"] == "planned"  # waiting for a worker: no cluster is up
+    assert Operation.objects.get(pk=operation_id).status == S.CANCELLED
 
-    job.cluster(children)
-    resume(operation_id)
-    job.assert_ends_as_straight(operation_id, folders)
+    job.cluster(children)  # the restart policy resumes it on the new cluster
+    completed = job.assert_ends_as_straight(operation_id, folders)
+    assert_healed(operation_id, completed, lost=0)
+    assert automatic(operation_id)[-1][:2] == (S.CANCELLED, S.RESUMING)
 
 
 @pytest.mark.scenario("duplicate task deliveries")
@@ -158,13 +172,14 @@ def test_a_worker_presumed_dead_comes_back_after_its_run_was_resumed_elsewhere(c
     training_cluster(children)
     operation_id = start_training(epochs=60, checkpoint_every=1)
     frozen = executing_pid(operation_id)
+    frozen_worker = Operation.objects.get(pk=operation_id).worker_id
     wait_for_checkpoint_after(operation_id)
     os.kill(frozen, signal.SIGSTOP)
     try:
-        failed = wait_for_status(operation_id, S.FAILED, timeout=30)
-        assert failed.presumed_orphan
         first_version = checkpoint_version(operation_id)
-        resume(operation_id)
+        next_run(operation_id, 1)  # presumed orphaned by the sweep (its cluster sees it alive), then resumed
+        assert automatic(operation_id)[-2] == (S.PENDING_RECONCILIATION, S.FAILED,
+                                               f"Worker {frozen_worker} became unavailable")
         assert executing_pid(operation_id) != frozen
         wait_for_checkpoint_after(operation_id, first_version)  # the second run saves before the first wakes
     finally:

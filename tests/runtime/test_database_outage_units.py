@@ -339,7 +339,7 @@ def test_registration_reports_entries_of_other_worker_processes_and_empties_the_
         assert unchanged.status == S.RUNNING and unchanged.result is None
         assert unchanged.version == versions[unchanged.pk]
     assert outbox_files(outbox) == []
-    assert Worker.objects.get(pk=REPORTER).status == WorkerStatus.AVAILABLE
+    assert Worker.objects.get(pk=REPORTER).status == WorkerStatus.IDLE
 
 
 @pytest.mark.django_db

@@ -136,7 +136,7 @@ class TestWorkersAfterAnOutage:
 
         assert sweep_orphans().workers_unavailable == []
         silent.refresh_from_db()
-        assert silent.status == WorkerStatus.AVAILABLE
+        assert silent.status == WorkerStatus.IDLE
 
     def test_a_worker_still_silent_after_the_fresh_watch_is_marked_unavailable(self, worker_factory, short_intervals):
         silent = worker_factory(last_seen_at=ago(60))
@@ -149,7 +149,7 @@ class TestWorkersAfterAnOutage:
 
         assert report.workers_unavailable == [silent.pk]
         back.refresh_from_db()
-        assert back.status == WorkerStatus.AVAILABLE
+        assert back.status == WorkerStatus.IDLE
 
 
 @pytest.mark.django_db

@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 
 from checkpoints.models import Checkpoint
-from operations.models import TERMINAL_STATUSES, Operation, OperationEvent, OperationStatus as S
-from training.services import training_start
+from operations.models import TERMINAL_STATUSES, Operation, OperationEvent
+from operations.models import OperationStatus as S
 from tests.support.processes import ManagedProcess, child_env, wait_for
+from training.services import training_start
 
 HEARTBEAT_SECONDS = 0.5
 ORPHAN_TIMEOUT_SECONDS = 4.0
@@ -22,6 +23,7 @@ INTERVALS = {
     "ORPHAN_TIMEOUT_SECONDS": str(ORPHAN_TIMEOUT_SECONDS),
     "ORPHAN_CHECK_INTERVAL_SECONDS": str(ORPHAN_CHECK_SECONDS),
     "REQUEUE_AFTER_SECONDS": "60",
+    "RESTART_BACKOFF_SECONDS": "0.5",
     # One torch thread per worker process: two workers on a small machine do not fight over cores.
     "OMP_NUM_THREADS": "1",
 }
@@ -35,6 +37,9 @@ REQUEST = {
     "learning_rate": 0.003,
     "seed": 11,
     "checkpoint_every": 5,
+    # These runs are resumed by hand, as before the restart policy: it is off for them (max_restarts 0). The
+    # resilience suite and tests/resilience/test_self_healing.py turn it on.
+    "max_restarts": 0,
 }
 RUN_TIMEOUT = 120  # a 30-epoch run takes a few seconds; generous for a loaded machine
 
@@ -103,8 +108,10 @@ def status_of(operation_id: str) -> str:
 
 
 def wait_until_terminal(operation_id: str, timeout: float = RUN_TIMEOUT) -> Operation:
-    wait_for(lambda: status_of(operation_id) in TERMINAL_STATUSES, timeout=timeout, interval=0.05,
-             what=f"{operation_id} to end")
+    """The operation once it has ended: terminal, and no automatic resume planned (the restart policy's)."""
+    wait_for(lambda: Operation.objects.filter(pk=operation_id, status__in=TERMINAL_STATUSES,
+                                              restart_due_at__isnull=True).exists(),
+             timeout=timeout, interval=0.05, what=f"{operation_id} to end")
     return Operation.objects.get(pk=operation_id)
 
 
@@ -121,6 +128,19 @@ def wait_for_progress(operation_id: str, epochs: int) -> None:
         return current >= epochs
 
     wait_for(reached, timeout=RUN_TIMEOUT, interval=0.05, what=f"epoch {epochs} of {operation_id}")
+
+
+def automatic(operation_id: str) -> list[tuple[str, str, str]]:
+    """The status changes the control loop made on its own (from, to, reason), oldest first."""
+    events = OperationEvent.objects.filter(operation_id=operation_id, actor="control-loop").order_by("at", "id")
+    return [(event.from_status, event.to_status, event.reason) for event in events
+            if event.from_status != event.to_status]
+
+
+def resumed_by_hand(operation_id: str) -> list[str]:
+    """Who resumed it other than the restart policy (the actors of those resumes)."""
+    return list(OperationEvent.objects.filter(operation_id=operation_id, to_status=S.RESUMING)
+                .exclude(actor="control-loop").values_list("actor", flat=True))
 
 
 def transitions(operation_id: str) -> list[tuple[str, str]]:

@@ -72,18 +72,22 @@ class Command(ActionCommand):
             self.write_json({"count": total, "results": OperationSerializer(rows, many=True).data})
             return
         width = CHECKPOINT_COLUMN
-        header = f"{'OPERATION':<48} {'TYPE':<15} {'STATUS':<23} {'PROGRESS':>8}  {'CHECKPOINT':<{width}} WORKER"
+        header = (f"{'OPERATION':<48} {'TYPE':<15} {'STATUS':<23} {'PROGRESS':>8}  {'CHECKPOINT':<{width}} "
+                  f"{'RESTARTS':<9} WORKER")
         self.stdout.write(header)
         for operation in rows:
+            restarts = f"{operation.restarts}/{operation.max_restarts}" + ("*" if operation.restart_due_at else "")
             self.stdout.write(
                 f"{operation.operation_id:<48} {operation.operation_type:<15} {operation.status:<23} "
-                f"{operation.progress_percent:>7.1f}%  {checkpoint_cell(operation):<{width}} "
+                f"{operation.progress_percent:>7.1f}%  {checkpoint_cell(operation):<{width}} {restarts:<9} "
                 f"{operation.worker_id or '-'}"
             )
         shown = f", showing {len(rows)}" if len(rows) < total else ""
         self.stdout.write(
             f"Total: {total} operations ({selectors.resumable_count(operations)} resumable{shown})"
         )
+        if any(operation.restart_due_at for operation in rows):
+            self.stdout.write("*: an automatic resume is planned (operations status ID says when)")
 
     # --- status
     def handle_status(self, *, operation_id: str, json: bool, **_: Any) -> None:
@@ -110,6 +114,8 @@ class Command(ActionCommand):
             lines.append(f"Cancel requested: {body['cancel_requested_at']}")
         if operation.error_message:
             lines.append(f"Error:      {operation.error_message}")
+        restart = body["restart"]
+        lines.append(f"Restarts:   {restart['counter']}" + (f" - {restart['text']}" if restart["text"] else ""))
         checkpoint = body["checkpoint"]
         if checkpoint:
             summary = operation.checkpoint.position_text

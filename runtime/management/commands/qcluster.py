@@ -4,6 +4,7 @@ SIGTERM or SIGINT (docker stop, Kubernetes, Ctrl+C): each worker process is
 told to checkpoint and stop its operation (runtime/shutdown.py),
 then django-q2 stops as usual. Whatever is still running after
 SHUTDOWN_TIMEOUT_SECONDS is killed, so the process always exits in time.
+Meanwhile its FleetWatch thread heart-beats for its worker processes, idle or busy (runtime/fleet.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from django_q.cluster import Cluster
 from django_q.management.commands.qcluster import Command as DjangoQCommand
 
 from runtime import shutdown
+from runtime.fleet import FleetWatch
 from runtime.worker import DATABASE_UNREACHABLE, outbox_report
 
 logger = logging.getLogger("runtime.qcluster")
@@ -51,10 +53,12 @@ class Command(DjangoQCommand):
         self.report_outbox()
         django_q_cluster.Sentinel = Sentinel  # Cluster.start looks it up in its module when it forks it
         self.cluster = Cluster()
+        self.fleet = FleetWatch(self.cluster_pid)
         signal.signal(signal.SIGTERM, self.on_stop_signal)
         signal.signal(signal.SIGINT, self.on_stop_signal)
         try:
             self.cluster.start()
+            self.fleet.start()
             if options.get("run_once", False):
                 self.cluster.stop()
             else:
@@ -63,6 +67,7 @@ class Command(DjangoQCommand):
                 while self.cluster.sentinel.is_alive():
                     self.cluster.sentinel.join(timeout=1)
         finally:
+            self.fleet.finish()
             shutdown.forget_cluster(self.cluster_pid)
 
     def report_outbox(self) -> None:
@@ -91,6 +96,7 @@ class Command(DjangoQCommand):
             "%s: checkpointing and stopping the operations of %d worker process(es); %gs at most",
             signal.Signals(signum).name, len(workers), budget,
         )
+        self.fleet.shutting_down()
         threading.Thread(target=self.deadline, args=(budget,), daemon=True).start()
         self.cluster.stop()
 
@@ -98,5 +104,6 @@ class Command(DjangoQCommand):
         threading.Event().wait(budget)
         logger.error("Shutdown took longer than %gs: killing the worker processes", budget)
         shutdown.kill_cluster_processes(self.cluster_pid)
+        self.fleet.finish()
         shutdown.forget_cluster(self.cluster_pid)
         os._exit(1)

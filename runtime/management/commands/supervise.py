@@ -31,16 +31,18 @@ from operations.services.reconciliation import (
     reconcile_startup,
     sweep_orphans,
 )
+from runtime.restarts import restart_due
 from runtime.shutdown import shutdown_requested
 from runtime.tasks import run_operation
+from runtime.worker import act_as_control_loop
 
 logger = logging.getLogger("runtime.supervise")
 
 
 class Command(BaseCommand):
     help = (
-        "Run the control loop: reconcile once at start, then sweep orphans every "
-        "ORPHAN_CHECK_INTERVAL_SECONDS and run checkpoint cleanup every "
+        "Run the control loop: reconcile once at start, then sweep orphans every ORPHAN_CHECK_INTERVAL_SECONDS, "
+        "carry out the restart policy's automatic resumes as they fall due, and run checkpoint cleanup every "
         "CHECKPOINT_CLEANUP_INTERVAL_HOURS. One control loop acts at a time: started while another one "
         "runs, it waits as a standby and takes over when that one stops (at most WORKER_STALE_SECONDS "
         "after it was killed). SIGTERM or SIGINT stops it cleanly."
@@ -60,6 +62,7 @@ class Command(BaseCommand):
     def handle(self, *args, once: bool = False, force: bool = False, **options) -> None:
         if force and not once:
             raise CommandError("--force goes with --once: a supervise without it waits for the running one.")
+        act_as_control_loop()  # the sessions it runs name it as the control loop, not as a cluster's worker
         self.prepare()
         if once:
             self.run_once(force=force)
@@ -84,6 +87,7 @@ class Command(BaseCommand):
             self.write_started()
             self.reconcile_once()
             self.sweep_if_due()
+            self.restarts_due()
             self.maintenance_if_due()
         self.stdout.write("Control loop stopped.")
 
@@ -117,7 +121,8 @@ class Command(BaseCommand):
                 control_loop_regained_database()
                 self.stdout.write("Database reachable again: watching heartbeats afresh.")
             self.blind = False
-            found = self.reconcile_once() | self.sweep_if_due() | self.maintenance_if_due() | self.run_sessions()
+            found = (self.reconcile_once() | self.sweep_if_due() | self.restarts_due() | self.maintenance_if_due()
+                     | self.run_sessions())
         except DatabaseError as exc:
             # Keep the loop alive and try again. If the database itself was unreachable, the workers
             # could not heartbeat either: their silence is not held against them once it is back.
@@ -195,6 +200,16 @@ class Command(BaseCommand):
         self.next_sweep_at = time.monotonic() + settings.ORPHAN_CHECK_INTERVAL_SECONDS
         if report.changed:
             self.stdout.write(f"Sweep: {report.as_dict()}")
+        return False
+
+    def restarts_due(self) -> bool:
+        """The restart policy's automatic resumes that are due, at every pass (about once a second): one indexed
+        query when there are none, and a resume goes out within a second of its backoff."""
+        if not self.reconciled:
+            return False
+        report = restart_due()
+        if report.changed:
+            self.stdout.write(f"Restarts: {report.as_dict()}")
         return False
 
     def maintenance_if_due(self) -> bool:
