@@ -223,9 +223,9 @@ class Hosts:
                             REQUEUE_AFTER_SECONDS="5", SLOW_SECONDS_PER_BAR="40e-6")
         self.folders, self.tmp_path = folders, tmp_path
 
-    def host(self, name: str, workers: int = 2):
+    def host(self, name: str, workers: int = 2, **overrides: str):
         return slow_cluster(self.children, workers=workers, WORKER_HOST=name,
-                            WORKER_STATE_DIR=str(self.tmp_path / f"{name}-state"))
+                            WORKER_STATE_DIR=str(self.tmp_path / f"{name}-state"), **overrides)
 
     def manage(self, *args: str) -> str:
         """A command run with the hosts' environment (it enqueues to their Redis queue)."""
@@ -263,7 +263,9 @@ def test_a_host_killed_whole_has_its_runs_finished_by_the_other_host(children, f
         pytest.skip(reason)
     hosts = Hosts(children, folders, tmp_path)
     children.supervise()
-    host_a = hosts.host("host-a")
+    # host-a's engine runs at a quarter of host-b's speed: its backtest must still be running when it dies, however
+    # long host-b takes to start on a loaded machine.
+    host_a = hosts.host("host-a", SLOW_SECONDS_PER_BAR="160e-6")
     training, backtest = hosts.start_training(), hosts.start_backtest()
     for operation_id in (training, backtest):
         wait_for(lambda: hosts.running_on(operation_id, "host-a"), timeout=60, interval=0.05,
@@ -273,6 +275,8 @@ def test_a_host_killed_whole_has_its_runs_finished_by_the_other_host(children, f
     wait_for(lambda: Worker.objects.filter(host="host-b", status=WorkerStatus.IDLE).count() == 2, timeout=30,
              what="host-b's two idle workers")
     attempts = {operation_id: Operation.objects.get(pk=operation_id).attempt for operation_id in (training, backtest)}
+    for operation_id in (training, backtest):
+        assert hosts.running_on(operation_id, "host-a"), f"{operation_id} ended before host-a was killed"
 
     killed_at = time.monotonic()
     os.killpg(host_a.process.pid, signal.SIGKILL)
