@@ -27,3 +27,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # In-process tests run inside a transaction another process cannot see: checkpoints are committed by a
 # thread there; the process tests (real clusters, base settings) and the committer's own tests use the child.
 CHECKPOINT_COMMITTER = os.environ.get("CHECKPOINT_COMMITTER", "thread")
+
+# WhiteNoise indexes every app's static files each time a handler is built (each test client): tests that need
+# them turn it on; the browser test of `make run` serves the real configuration, and live_server serves its own.
+WHITENOISE_USE_FINDERS = False

@@ -4,9 +4,7 @@ decision on an operation's page, a planned resume called off with the cancel act
 from __future__ import annotations
 
 import re
-import shutil
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -14,30 +12,12 @@ from playwright.sync_api import Page, expect
 
 from operations.models import Operation, WorkerStatus, WorkerType
 from operations.models import OperationStatus as S
+from tests.browser.conftest import log_in, shot
 from tests.factories import OperationFactory, WorkerFactory
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
 
-SCREENSHOTS = Path("/tmp/admin-restarts")  # kept after the run, to look at
-
-
-def log_in(page: Page, user) -> None:
-    page.goto("/admin/login/")
-    page.get_by_label("Username").fill(user.username)
-    page.get_by_label("Password").fill("secret-pass")
-    page.get_by_role("button", name="Log in").click()
-    expect(page.locator("#site-name")).to_be_visible()
-
-
-def shot(page: Page, name: str, tmp_path: Path) -> None:
-    path = tmp_path / f"{name}.png"
-    page.screenshot(path=path, full_page=True)
-    SCREENSHOTS.mkdir(exist_ok=True)
-    shutil.copy(path, SCREENSHOTS / path.name)
-
-
-def test_the_admin_shows_the_restart_policy_and_calls_a_planned_resume_off(page: Page, console_errors, admin_user,
-                                                                          tmp_path):
+def test_the_admin_shows_the_restart_policy_and_calls_a_planned_resume_off(page: Page, console_errors, admin_user):
     due = timezone.now() + timedelta(minutes=5)
     planned = OperationFactory(status=S.FAILED, max_restarts=3, restarts=1, end_cause="worker_lost",
                                restart_due_at=due, error_message="Worker box:resilient:7 became unavailable",
@@ -55,14 +35,14 @@ def test_the_admin_shows_the_restart_policy_and_calls_a_planned_resume_off(page:
     assert planned_row.locator("td.field-restarts_counter span").get_attribute("title").startswith(
         "Automatic resume 2/3 due at ")
     expect(looping_row.locator("td.field-restarts_counter")).to_have_text("2/3")
-    shot(page, "operations-list", tmp_path)
+    shot(page, "admin-restarts-operations-list")
 
     page.get_by_role("link", name=planned.pk).click()
     decision = page.locator(".field-restart_decision .readonly")
     expect(decision).to_contain_text("Automatic resume 2/3 due at ")
     expect(decision).to_contain_text("after a lost worker, once a worker is available")
     expect(page.locator(".field-end_cause .readonly")).to_have_text("lost worker")
-    shot(page, "planned-operation", tmp_path)
+    shot(page, "admin-restarts-planned-operation")
 
     # The cancel action calls the planned resume off.
     page.goto("/admin/operations/operation/")
@@ -79,7 +59,7 @@ def test_the_admin_shows_the_restart_policy_and_calls_a_planned_resume_off(page:
     assert console_errors == []
 
 
-def test_the_admin_lists_every_worker_with_its_state(page: Page, console_errors, admin_user, tmp_path):
+def test_the_admin_lists_every_worker_with_its_state(page: Page, console_errors, admin_user):
     busy_on = OperationFactory(status=S.RUNNING)
     for pid, status in enumerate(WorkerStatus.values, start=10):
         WorkerFactory(worker_id=f"gpu-box:resilient:{pid}", host="gpu-box", pid=pid, status=status,
@@ -96,5 +76,5 @@ def test_the_admin_lists_every_worker_with_its_state(page: Page, console_errors,
     expect(rows.filter(has_text="control:supervise:99").locator("td.field-worker_type")).to_have_text("control loop")
     page.locator('#changelist-filter details[data-filter-title="status"]').get_by_role("link", name="Idle").click()
     expect(page).to_have_url(re.compile(r"[?&]status__exact=IDLE"))
-    shot(page, "workers", tmp_path)
+    shot(page, "admin-restarts-workers")
     assert console_errors == []
