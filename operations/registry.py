@@ -158,3 +158,25 @@ def detail_panel(operation) -> dict:
             '<p class="errornote">This {} result does not have the shape this version writes ({}): no chart; '
             "the raw result is below.</p>", operation.operation_type, type(exc).__name__,
         )}
+
+
+# --- an operation's result in a few figures (operations/summaries.py): the API's lists, the CLI, the admin
+_result_summaries: dict[str, Callable[[object], list]] = {}
+
+
+def register_result_summary(operation_type: str, summarize: Callable[[object], list]) -> None:
+    """`summarize(operation)` returns its completed result's headline figures (a list of summaries.Figure)."""
+    _result_summaries[operation_type] = summarize
+
+
+def result_summary(operation) -> list:
+    """The figures of the operation's result; none while it has no result, and none for a result of another shape
+    (forged, or from an older version): whoever shows them then shows the raw result."""
+    summarize = _result_summaries.get(operation.operation_type)
+    if summarize is None or not isinstance(operation.result, dict) or not operation.result:
+        return []
+    try:
+        return summarize(operation)
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
+        logger.warning("The result of %s could not be summarised: %r", operation.pk, exc)
+        return []

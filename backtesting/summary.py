@@ -1,0 +1,24 @@
+"""A backtest's result in figures: return beside buy-and-hold, Sharpe, drawdown, trades."""
+
+from __future__ import annotations
+
+from operations.summaries import Figure, Unit, number
+
+
+def backtest_summary(operation) -> list[Figure]:
+    result = operation.result
+    metrics = result["metrics"]
+    return [
+        Figure("total_return", "Total return", number(metrics.get("total_return")), Unit.RETURN),
+        Figure("buy_and_hold_return", "Buy-and-hold return", number(metrics.get("buy_and_hold_return")), Unit.RETURN),
+        Figure("annualised_return", "Annualised return", number(metrics.get("annualised_return")), Unit.RETURN),
+        Figure("sharpe", "Sharpe ratio", number(metrics.get("sharpe")), Unit.RATIO, "(annualised)"),
+        Figure("max_drawdown", "Maximum drawdown", number(metrics.get("max_drawdown")), Unit.FRACTION),
+        Figure("number_of_trades", "Trades", number(metrics.get("number_of_trades")), Unit.COUNT),
+        Figure("win_rate", "Win rate", number(metrics.get("win_rate")), Unit.FRACTION),
+        Figure("exposure", "Exposure", number(metrics.get("exposure")), Unit.FRACTION, "of the bars in a position"),
+        Figure("final_equity", "Final equity", number(metrics.get("final_equity")), Unit.MONEY,
+               f"from {metrics['initial_cash']:,.2f}" if number(metrics.get("initial_cash")) else ""),
+        Figure("bars", "Bars", number(result.get("bars")), Unit.COUNT,
+               f"({result['first_bar']} to {result['last_bar']})" if result.get("first_bar") else ""),
+    ]
