@@ -7,6 +7,7 @@ class AgentsConfig(AppConfig):
 
     def ready(self) -> None:
         from agents.panels import session_panel
+        from agents.summary import READS as SUMMARY_READS
         from agents.summary import session_summary
         from operations import registry
         from runtime.tasks import RUN_OPERATION_TASK
@@ -16,4 +17,4 @@ class AgentsConfig(AppConfig):
         registry.register_executor("agent_research", RUN_OPERATION_TASK, runner="agents.session.SessionRunner",
                                    transient_errors=registry.DATABASE_AND_MEMORY_ERRORS)
         registry.register_detail_panel("agent_research", session_panel)
-        registry.register_result_summary("agent_research", session_summary)
+        registry.register_result_summary("agent_research", session_summary, reads=SUMMARY_READS)

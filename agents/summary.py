@@ -5,8 +5,10 @@ from __future__ import annotations
 from operations.summaries import Figure, Unit, number
 
 
-def session_summary(operation) -> list[Figure]:
-    result = operation.result
+READS = ("verdict", "reasons", "score", "metrics")
+
+
+def session_summary(result: dict, params: dict) -> list[Figure]:
     reasons = [str(reason) for reason in result.get("reasons") or []]
     metrics = result.get("metrics") or {}
     return [

@@ -10,6 +10,7 @@ class BacktestingConfig(AppConfig):
 
         from backtesting.maintenance import spool_sweep
         from backtesting.panels import backtest_panel
+        from backtesting.summary import READS as SUMMARY_READS
         from backtesting.summary import backtest_summary
         from operations import registry
         from runtime.tasks import RUN_OPERATION_TASK
@@ -19,7 +20,7 @@ class BacktestingConfig(AppConfig):
             transient_errors=registry.DATABASE_AND_MEMORY_ERRORS, restart_from_scratch=lambda: True,
         )
         registry.register_detail_panel("backtesting", backtest_panel)
-        registry.register_result_summary("backtesting", backtest_summary)
+        registry.register_result_summary("backtesting", backtest_summary, reads=SUMMARY_READS)
         registry.register_maintenance(
             "backtest spool sweep", lambda: settings.CHECKPOINT_CLEANUP_INTERVAL_HOURS * 3600, spool_sweep
         )

@@ -5,8 +5,11 @@ from __future__ import annotations
 from operations.summaries import Figure, Unit, number
 
 
-def backtest_summary(operation) -> list[Figure]:
-    result = operation.result
+# What a list of operations loads of a backtest's result: not its trades or its equity curve.
+READS = ("metrics", "bars", "first_bar", "last_bar")
+
+
+def backtest_summary(result: dict, params: dict) -> list[Figure]:
     metrics = result["metrics"]
     return [
         Figure("total_return", "Total return", number(metrics.get("total_return")), Unit.RETURN),

@@ -161,22 +161,35 @@ def detail_panel(operation) -> dict:
 
 
 # --- an operation's result in a few figures (operations/summaries.py): the API's lists, the CLI, the admin
-_result_summaries: dict[str, Callable[[object], list]] = {}
+@dataclass(frozen=True)
+class ResultSummary:
+    summarize: Callable[[dict, dict], list]  # (result, params) -> the headline figures (summaries.Figure)
+    reads: tuple[str, ...]  # the top-level keys of the result it reads: all a list needs to load of a result
 
 
-def register_result_summary(operation_type: str, summarize: Callable[[object], list]) -> None:
-    """`summarize(operation)` returns its completed result's headline figures (a list of summaries.Figure)."""
-    _result_summaries[operation_type] = summarize
+_result_summaries: dict[str, ResultSummary] = {}
 
 
-def result_summary(operation) -> list:
-    """The figures of the operation's result; none while it has no result, and none for a result of another shape
-    (forged, or from an older version): whoever shows them then shows the raw result."""
-    summarize = _result_summaries.get(operation.operation_type)
-    if summarize is None or not isinstance(operation.result, dict) or not operation.result:
+def register_result_summary(operation_type: str, summarize: Callable[[dict, dict], list], *,
+                            reads: tuple[str, ...]) -> None:
+    """`summarize(result, params)` returns a completed result's headline figures; it reads only the keys
+    `reads` names (a list of operations loads those, never a whole result with its trades or history)."""
+    _result_summaries[operation_type] = ResultSummary(summarize=summarize, reads=tuple(reads))
+
+
+def result_summary_keys() -> list[str]:
+    """Every key of a result some type's summary reads."""
+    return sorted({key for summary in _result_summaries.values() for key in summary.reads})
+
+
+def result_summary(operation_type: str, result: object, params: object = None) -> list:
+    """The figures of a result; none while there is no result, and none for a result of another shape (forged,
+    or from an older version): whoever shows them then shows the raw result."""
+    summary = _result_summaries.get(operation_type)
+    if summary is None or not isinstance(result, dict) or not result:
         return []
     try:
-        return summarize(operation)
+        return summary.summarize(result, params if isinstance(params, dict) else {})
     except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
-        logger.warning("The result of %s could not be summarised: %r", operation.pk, exc)
+        logger.warning("A %s result could not be summarised: %r", operation_type, exc)
         return []

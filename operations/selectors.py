@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from django.db.models import Q, QuerySet
+from django.db.models.fields.json import KeyTransform
+from django.db.models.functions import JSONObject
+
+from operations import registry
 
 from operations.exceptions import OperationNotFound
 from operations.models import (
@@ -38,6 +42,26 @@ def operation_list(
         condition = Q(status__in=RESUMABLE_STATUSES, checkpoint__isnull=False)
         operations = operations.filter(condition) if resumable else operations.exclude(condition)
     return operations.order_by("-created_at", "-operation_id")
+
+
+def without_results(operations: QuerySet[Operation]) -> QuerySet[Operation]:
+    """The operations without their results, each with the part of it its summary reads as `result_head`: a list
+    never loads a backtest's trades or a training's history (megabytes each), only their headline figures."""
+    operations = operations.defer("result")
+    keys = registry.result_summary_keys()
+    if not keys:
+        return operations
+    return operations.annotate(result_head=JSONObject(**{key: KeyTransform(key, "result") for key in keys}))
+
+
+def result_of(operation: Operation) -> object:
+    """Its result as far as it was loaded: the whole of it, or the head `without_results` left (None when the
+    result has none of those keys: no result yet, or one of another shape)."""
+    if "result" not in operation.get_deferred_fields():
+        return operation.result
+    head = getattr(operation, "result_head", None)
+    head = {key: value for key, value in head.items() if value is not None} if isinstance(head, dict) else {}
+    return head or None
 
 
 def operation_get(*, operation_id: str, user=None) -> Operation:

@@ -12,6 +12,7 @@ class TrainingConfig(AppConfig):
         from operations import registry
         from runtime.tasks import RUN_OPERATION_TASK
         from training.panels import training_panel
+        from training.summary import READS as SUMMARY_READS
         from training.summary import training_summary
 
         registry.register_executor(
@@ -20,4 +21,4 @@ class TrainingConfig(AppConfig):
             restart_from_scratch=lambda: settings.TRAINING_RESTART_FROM_SCRATCH,
         )
         registry.register_detail_panel("training", training_panel)
-        registry.register_result_summary("training", training_summary)
+        registry.register_result_summary("training", training_summary, reads=SUMMARY_READS)

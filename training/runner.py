@@ -211,6 +211,7 @@ class TrainingRunner:
                         "inputs": int(self.x_train.shape[1])}, indent=2)
         )
         last = self.history[-1] if self.history else {}
+        best = next((row for row in self.history if row["epoch"] == self.best_epoch), {})
         return {
             # For people to read: code finds the files from the operation id (training.artifacts).
             "model_path": str(files.model),
@@ -219,6 +220,7 @@ class TrainingRunner:
             "epochs_completed": self.epoch,
             "best_val_loss": self.best_val_loss if math.isfinite(self.best_val_loss) else None,
             "best_epoch": self.best_epoch,
+            "best_val_accuracy": best.get("val_accuracy"),
             "final_val_loss": last.get("val_loss"),
             "final_val_accuracy": last.get("val_accuracy"),
             "history": self.history,

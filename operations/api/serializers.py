@@ -23,7 +23,10 @@ from operations.models import (
     Worker,
     WorkerType,
 )
+from operations import registry
 from operations.restarts import CAUSES_OF, restart_summary
+from operations.selectors import result_of
+from operations.summaries import figures_dict
 from operations.services.workers import REPORTED_CAUSES
 
 RECENT_EVENTS = 50
@@ -150,6 +153,14 @@ class OperationSerializer(serializers.ModelSerializer):
     parent = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     progress = ProgressSerializer(source="*", read_only=True)
     restart = serializers.SerializerMethodField(help_text="The restart policy's counter and decision.")
+    summary = serializers.SerializerMethodField(help_text=(
+        "The result's headline figures, by name (null where a figure has no value, e.g. the Sharpe ratio of a flat "
+        "equity curve); empty while there is no result. training: epochs_completed, best_epoch, best_val_loss, "
+        "best_val_accuracy, final_val_loss, final_val_accuracy, train_seconds; backtesting: total_return, "
+        "buy_and_hold_return, annualised_return, sharpe, max_drawdown, number_of_trades, win_rate, exposure, "
+        "final_equity, bars (returns and rates as fractions: 0.1 is 10 %); agent_research: verdict, reasons, score, "
+        "total_return, sharpe, max_drawdown, number_of_trades. The whole result is in the operation's detail and "
+        "at `operations/<id>/result/`, never in a list."))
 
     class Meta:
         model = Operation
@@ -164,7 +175,7 @@ class OperationSerializer(serializers.ModelSerializer):
             "is_backend_local",
             "parent",
             "params",
-            "result",
+            "summary",
             "error_message",
             "progress_percent",
             "progress_message",
@@ -181,6 +192,10 @@ class OperationSerializer(serializers.ModelSerializer):
             "restart",
         ]
         read_only_fields = fields
+
+    @extend_schema_field({"type": "object", "additionalProperties": {}})
+    def get_summary(self, operation: Operation) -> dict[str, Any]:
+        return figures_dict(registry.result_summary(operation.operation_type, result_of(operation), operation.params))
 
     @extend_schema_field(RestartSerializer)
     def get_restart(self, operation: Operation) -> dict[str, Any]:
@@ -204,7 +219,7 @@ class OperationDetailSerializer(OperationSerializer):
     children = serializers.SerializerMethodField(help_text="The operations it started (an agent session's).")
 
     class Meta(OperationSerializer.Meta):
-        fields = OperationSerializer.Meta.fields + ["recent_events", "children"]
+        fields = OperationSerializer.Meta.fields + ["result", "recent_events", "children"]
         read_only_fields = fields
 
     @extend_schema_field(OperationEventSerializer(many=True))
@@ -215,6 +230,14 @@ class OperationDetailSerializer(OperationSerializer):
     @extend_schema_field(ChildOperationSerializer(many=True))
     def get_children(self, operation: Operation) -> list[dict[str, Any]]:
         return ChildOperationSerializer(operation.children.order_by("created_at"), many=True).data
+
+
+class OperationResultSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Operation
+        fields = ["operation_id", "operation_type", "status", "result"]
+        read_only_fields = fields
+        extra_kwargs = {"result": {"help_text": "The whole result, as its runner wrote it; null until it completes."}}
 
 
 class OperationFilterSerializer(serializers.Serializer):

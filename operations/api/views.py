@@ -18,6 +18,7 @@ from operations.api.serializers import (
     OperationDetailSerializer,
     OperationFilterSerializer,
     OperationIdField,
+    OperationResultSerializer,
     OperationSerializer,
     WorkerHeartbeatInputSerializer,
     WorkerIdField,
@@ -54,12 +55,12 @@ class OperationListView(generics.ListAPIView):
     def get_queryset(self):
         filters = OperationFilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
-        return selectors.operation_list(
+        return selectors.without_results(selectors.operation_list(
             user=self.request.user,
             status=filters.validated_data.get("status"),
             operation_type=filters.validated_data.get("type"),
             resumable=filters.validated_data.get("resumable"),
-        )
+        ))
 
 
 class OperationDetailView(APIView):
@@ -68,6 +69,14 @@ class OperationDetailView(APIView):
         operation_id = path_value(OperationIdField, "operation_id", operation_id)
         operation = selectors.operation_get(operation_id=operation_id, user=request.user)
         return Response(OperationDetailSerializer(operation).data)
+
+
+class OperationResultView(APIView):
+    @extend_schema(responses={200: OperationResultSerializer, **ERRORS})
+    def get(self, request: Request, operation_id: str) -> Response:
+        operation_id = path_value(OperationIdField, "operation_id", operation_id)
+        operation = selectors.operation_get(operation_id=operation_id, user=request.user)
+        return Response(OperationResultSerializer(operation).data)
 
 
 class OperationCancelView(APIView):

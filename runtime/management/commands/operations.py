@@ -67,7 +67,7 @@ class Command(ActionCommand):
             status=status, operation_type=operation_type, resumable=True if resumable else None
         )
         total = operations.count()
-        rows = list(operations[:limit])
+        rows = list(selectors.without_results(operations)[:limit])
         if json:
             self.write_json({"count": total, "results": OperationSerializer(rows, many=True).data})
             return
