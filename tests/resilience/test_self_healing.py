@@ -34,6 +34,7 @@ from tests.resilience.fire import (
     wait_for_status,
 )
 from tests.resilience.jobs import JOBS, slow_cluster, start_backtest, start_training, training_cluster
+from tests.support.backtests import SLOW_SETTINGS
 from tests.support.processes import ROOT, child_env, wait_for
 from tests.training.cluster import automatic, resumed_by_hand, wait_until_completed
 
@@ -64,6 +65,29 @@ class CrashInjection(AppConfig):
             return evaluate(runner_self)
 
         runner.TrainingRunner._evaluate = crashing
+'''
+# A host whose training epochs take longer (a slower machine): its runs are still under way when it dies.
+SLOW_TRAINING_APP = '''\
+"""Test only: each training epoch sleeps SLOW_SECONDS_PER_EPOCH before its validation."""
+import os
+import time
+
+from django.apps import AppConfig
+
+
+class SlowTraining(AppConfig):
+    name = "slow_training"
+
+    def ready(self):
+        from training import runner
+
+        evaluate, per_epoch = runner.TrainingRunner._evaluate, float(os.environ["SLOW_SECONDS_PER_EPOCH"])
+
+        def slowly(runner_self):
+            time.sleep(per_epoch)
+            return evaluate(runner_self)
+
+        runner.TrainingRunner._evaluate = slowly
 '''
 CRASHING_SETTINGS = '''\
 """Test only: the settings with the crash injected (crash_injection.py beside this file)."""
@@ -227,6 +251,17 @@ class Hosts:
         return slow_cluster(self.children, workers=workers, WORKER_HOST=name,
                             WORKER_STATE_DIR=str(self.tmp_path / f"{name}-state"), **overrides)
 
+    def slow_host(self, name: str, workers: int = 2):
+        """A host four times slower than the others at backtests, and at about half a second a training epoch."""
+        folder = self.tmp_path / "slow_host_settings-settings"
+        folder.mkdir(exist_ok=True)
+        (folder / "slow_training.py").write_text(SLOW_TRAINING_APP)
+        source = SLOW_SETTINGS + 'INSTALLED_APPS = [*INSTALLED_APPS, "slow_training.SlowTraining"]  # noqa: F405\n'
+        return self.children.cluster_with_settings(
+            "slow_host_settings", source, workers=workers, WORKER_HOST=name,
+            WORKER_STATE_DIR=str(self.tmp_path / f"{name}-state"), SLOW_SECONDS_PER_BAR="160e-6",
+            SLOW_SECONDS_PER_EPOCH="0.5")
+
     def manage(self, *args: str) -> str:
         """A command run with the hosts' environment (it enqueues to their Redis queue)."""
         completed = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT,
@@ -263,9 +298,9 @@ def test_a_host_killed_whole_has_its_runs_finished_by_the_other_host(children, f
         pytest.skip(reason)
     hosts = Hosts(children, folders, tmp_path)
     children.supervise()
-    # host-a's engine runs at a quarter of host-b's speed: its backtest must still be running when it dies, however
-    # long host-b takes to start on a loaded machine.
-    host_a = hosts.host("host-a", SLOW_SECONDS_PER_BAR="160e-6")
+    # host-a is slower than host-b: its runs must still be under way when it dies, however long host-b takes to
+    # start on a loaded machine.
+    host_a = hosts.slow_host("host-a")
     training, backtest = hosts.start_training(), hosts.start_backtest()
     for operation_id in (training, backtest):
         wait_for(lambda: hosts.running_on(operation_id, "host-a"), timeout=60, interval=0.05,
