@@ -33,6 +33,9 @@ SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
 }
 
 
+OUT_OF_SAMPLE = 0.2  # the training's validation split: the model's backtest covers that period, not trained on
+
+
 class SearchSpaceExhausted(Exception):
     """Every configuration of the search space has been assessed (or is being assessed)."""
 

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 from django.db import transaction
 
-from agents.design import SearchSpaceExhausted, Thresholds, assess, propose
+from agents.design import OUT_OF_SAMPLE, SearchSpaceExhausted, Thresholds, assess, propose
 from agents.services import assessment_record, earlier_assessments
 from backtesting.services import backtest_start
 from checkpoints.models import Checkpoint, CheckpointType
@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 S = OperationStatus
 PHASES = ("DESIGNING", "TRAINING", "BACKTESTING", "ASSESSING")
 POLL_SECONDS = 0.5  # how often a session looks at the child it waits for
-OUT_OF_SAMPLE = 0.2  # the training's validation split: the backtest covers that period, not trained on
 
 
 class ChildFailed(RuntimeError):
@@ -203,6 +202,6 @@ def _start_backtest(session: Operation, params: dict[str, Any], configuration: d
     data = {
         "symbol": params["symbol"], "timeframe": params["timeframe"], "start": first_day.date().isoformat(),
         "end": params.get("end"), "strategy": "model", "model": training,
-        "params": {"threshold": configuration["threshold"], "allow_short": True},
+        "strategy_params": {"threshold": configuration["threshold"], "allow_short": True},
     }
     return backtest_start(data=data, actor=f"session:{session.pk}", owner=session.owner, parent=session)

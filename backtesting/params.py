@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from backtesting.strategies import STRATEGIES, get_strategy
+from backtesting.strategies import STRATEGIES, get_strategy, strategy_for
 from marketdata.params import SeriesRangeSerializer
 from operations.api.serializers import OperationIdField
 from operations.models import Operation, OperationStatus
@@ -12,10 +12,14 @@ from training.artifacts import model_files
 
 
 class BacktestParamsSerializer(SeriesRangeSerializer):
+    renamed = {"params": "strategy_params"}  # its name before API 2.0
+
     strategy = serializers.ChoiceField(choices=[], default="sma_cross")
-    params = serializers.DictField(
+    strategy_params = serializers.DictField(
         required=False, default=dict,
-        help_text="The strategy's parameters, e.g. {\"fast\": 10, \"slow\": 30, \"allow_short\": true} for sma_cross.",
+        help_text="The strategy's parameters, e.g. {\"fast\": 10, \"slow\": 30, \"allow_short\": true} for sma_cross "
+                  "(sma_cross: fast, slow, allow_short; model: threshold, allow_short); those left out take their "
+                  "defaults, and the operation's params show them all.",
     )
     model = OperationIdField(
         required=False, allow_null=True, default=None,
@@ -44,17 +48,23 @@ class BacktestParamsSerializer(SeriesRangeSerializer):
         data = super().validate(data)
         strategy = get_strategy(data["strategy"])
         try:
-            strategy_params = strategy.validate_params(data.pop("params"), data)
+            data["strategy_params"] = strategy.validate_params(data["strategy_params"], data)
         except serializers.ValidationError as exc:
-            raise serializers.ValidationError({"params": exc.detail}) from None
+            raise serializers.ValidationError({"strategy_params": exc.detail}) from None
         if data["strategy"] == "model":
-            strategy_params.update(self._model_files(data.get("model")))
+            self._check_model(data.get("model"))
         elif data.get("model"):
             raise serializers.ValidationError({"model": "Only the model strategy uses a model."})
-        data["strategy_params"] = strategy_params
         return data
 
-    def _model_files(self, operation_id: str | None) -> dict[str, str]:
+    def min_bars(self, data: dict) -> tuple[int, str]:
+        try:
+            return strategy_for(data).min_bars()
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # the model's feature spec, unreadable
+            raise serializers.ValidationError({"model": f"The feature spec of training operation {data['model']} "
+                                                        f"cannot be read: {exc}."}) from None
+
+    def _check_model(self, operation_id: str | None) -> None:
         if not operation_id:
             raise serializers.ValidationError(
                 {"model": "The model strategy needs a model: the id of a COMPLETED training operation."}
@@ -79,4 +89,3 @@ class BacktestParamsSerializer(SeriesRangeSerializer):
             raise serializers.ValidationError(
                 {"model": f"The files of training operation {operation_id} are missing ({', '.join(missing)})."}
             )
-        return {"model_operation_id": operation_id}

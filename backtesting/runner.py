@@ -24,7 +24,7 @@ from django.conf import settings
 from backtesting.checkpoint import checkpoint_state, iso
 from backtesting.engine import Costs, Engine, EngineState, equity_from_fills, metrics
 from backtesting.spool import Spool, equity_curve_file, results_dir
-from backtesting.strategies import get_strategy
+from backtesting.strategies import strategy_for
 from checkpoints.models import CheckpointType
 from checkpoints.policy import policy_for
 from marketdata.series import TIMEFRAMES, load_bars
@@ -45,7 +45,7 @@ class BacktestRunner:
         bars = load_bars(p["symbol"], p["timeframe"], start=p.get("start"), end=p.get("end"))
         if len(bars) < 2:
             raise ValueError(f"too little data to backtest: {len(bars)} bar(s) in the range")
-        decisions = get_strategy(p["strategy"])(p["strategy_params"]).decisions(bars)
+        decisions = strategy_for(p).decisions(bars)
         self.times = bars["timestamp"].dt.tz_convert(None).to_numpy().astype("datetime64[ns]")
         self.times_ns = self.times.view("i8")
         self.engine = Engine(

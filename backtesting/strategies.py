@@ -36,12 +36,18 @@ def get_strategy(name: str) -> type["Strategy"]:
     return STRATEGIES[name]
 
 
+def strategy_for(request: dict[str, Any]) -> "Strategy":
+    """The strategy a backtest's request (its operation's params) asks for, with its parameters."""
+    return get_strategy(request["strategy"])(request["strategy_params"], request)
+
+
 class Strategy:
     name: ClassVar[str]
     Params: ClassVar[type[serializers.Serializer]]
 
-    def __init__(self, params: dict[str, Any]) -> None:
+    def __init__(self, params: dict[str, Any], request: dict[str, Any] | None = None) -> None:
         self.params = params
+        self.request = request or {}  # the whole backtest request: the model strategy's model is there
 
     @classmethod
     def validate_params(cls, data: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
@@ -58,6 +64,10 @@ class Strategy:
     def decisions(self, bars: pd.DataFrame) -> np.ndarray:
         """int8 per bar: LONG, SHORT, FLAT or HOLD, decided at the bar's close."""
         raise NotImplementedError
+
+    def min_bars(self) -> tuple[int, str]:
+        """The fewest bars a backtest of it can trade on, and what needs them (a request with fewer is refused)."""
+        return 2, "a backtest needs at least 2: one to decide at, the next to fill at"
 
 
 class SmaCrossParams(serializers.Serializer):
@@ -92,6 +102,11 @@ class SmaCross(Strategy):
         decisions[down] = SHORT if self.params["allow_short"] else FLAT
         return decisions
 
+    def min_bars(self) -> tuple[int, str]:
+        slow = self.params["slow"]
+        return slow + 2, (f"sma_cross with slow={slow} needs at least {slow + 2:,}: {slow} for its slow average, "
+                          "one more to see a cross, and the next to fill at")
+
 
 class ModelParams(serializers.Serializer):
     threshold = serializers.FloatField(
@@ -109,14 +124,28 @@ class ModelStrategy(Strategy):
     name = "model"
     Params = ModelParams
 
+    @property
+    def model_operation_id(self) -> str:
+        # A backtest stored before API 2.0 kept the model's id among its strategy parameters.
+        return self.request.get("model") or self.params["model_operation_id"]
+
+    def feature_spec(self) -> dict[str, Any]:
+        """What the model was trained with: its features (`feature_spec`), `hidden_sizes` and `inputs`."""
+        return json.loads(model_files(self.model_operation_id).feature_spec.read_text())
+
+    def min_bars(self) -> tuple[int, str]:
+        warmup = FeatureSpec.from_dict(self.feature_spec()["feature_spec"]).warmup
+        return warmup + 2, (f"the model of {self.model_operation_id} needs at least {warmup + 2:,}: {warmup} for its "
+                            "features' warm-up, one to decide at, the next to fill at")
+
     def decisions(self, bars: pd.DataFrame) -> np.ndarray:
         # torch (about 0.8 s and 200 MB to import) is loaded by the model strategy only, not by every backtest.
         import torch
 
         from training.model import DirectionClassifier
 
-        files = model_files(self.params["model_operation_id"])  # from the id, never a path from data
-        saved = json.loads(files.feature_spec.read_text())
+        files = model_files(self.model_operation_id)  # from the id, never a path from data
+        saved = self.feature_spec()
         spec = FeatureSpec.from_dict(saved["feature_spec"])
         model = DirectionClassifier(saved["inputs"], list(saved["hidden_sizes"]))
         model.load_state_dict(torch.load(files.model, weights_only=True))

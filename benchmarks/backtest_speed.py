@@ -62,7 +62,7 @@ def main() -> None:
     def params(every: int) -> dict:
         request = BacktestParamsSerializer(data={
             "symbol": "BENCH", "timeframe": "1m", "strategy": "sma_cross",
-            "params": {"fast": 10, "slow": 30, "allow_short": True}, "checkpoint_every": every,
+            "strategy_params": {"fast": 10, "slow": 30, "allow_short": True}, "checkpoint_every": every,
             "checkpoint_seconds": 10**6,
         })
         request.is_valid(raise_exception=True)

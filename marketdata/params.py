@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from marketdata.series import MAX_BARS, SYMBOL_RE, TIMEFRAMES, MarketDataError, series_path
+from marketdata.series import MAX_BARS, SYMBOL_RE, TIMEFRAMES, MarketDataError, bars_between, series_path
 from operations.api.shared import OperationRequestSerializer
 
 
 class SeriesRangeSerializer(OperationRequestSerializer):
-    """A series and a date range; valid only once the series has data (checked last, after the whole request)."""
+    """A series and a date range; valid only once the series has data, and enough of it in the range for what the
+    request asks (checked last, after the whole request: `min_bars` may read any of it)."""
 
     symbol = serializers.RegexField(
         SYMBOL_RE, max_length=32, error_messages={"invalid": "Use 1-32 of A-Z, 0-9, '.', '_', '-'."},
@@ -28,8 +29,34 @@ class SeriesRangeSerializer(OperationRequestSerializer):
     def run_validation(self, data=serializers.empty):
         value = super().run_validation(data)  # the fields, then every validate() of the request's serializers
         require_series(value)
+        require_bars(value, *self.min_bars(value))
         return value
 
+    def min_bars(self, data: dict) -> tuple[int, str]:
+        """The fewest bars in the range the request can run on, and what needs them (the error says it)."""
+        return 2, "a run needs at least 2"
+
+
+def require_bars(params: dict, minimum: int, needs: str) -> None:
+    """ValidationError naming the range (or the series, for a whole series) when it holds fewer bars than
+    `minimum`: refused at once, not hours later by a worker."""
+    symbol, timeframe, start, end = params["symbol"], params["timeframe"], params.get("start"), params.get("end")
+    try:
+        found = bars_between(symbol, timeframe, start and str(start), end and str(end))
+    except (MarketDataError, ValueError, OSError) as exc:
+        raise serializers.ValidationError({"symbol": f"The market data of {symbol} {timeframe} cannot be read: "
+                                                     f"{exc}"}) from None
+    if found.bars >= minimum:
+        return
+    field = "start" if start else "end" if end else "symbol"
+    covers = (f"the series covers {found.series_start} to {found.series_end}" if found.series_bars
+              else "the series has no bars")
+    between = f"from {start or 'its first bar'} to {end or 'its last bar'}"
+    if found.bars == 0:
+        message = f"No bars of {symbol} {timeframe} {between}: {covers}."
+    else:
+        message = f"Only {found.bars:,} bars of {symbol} {timeframe} {between} ({covers}); {needs}."
+    raise serializers.ValidationError({field: message})
 
 def require_series(params: dict) -> None:
     """ValidationError on `symbol` when the series has no data file, saying how to make one."""

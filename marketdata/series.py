@@ -3,6 +3,11 @@
 A series is one file, `<SYMBOL>_<TIMEFRAME>.csv`, with the columns
 timestamp, open, high, low, close, volume. Files are written to a temporary
 name and renamed, so a reader never sees half a file.
+
+Beside each file, `.<SYMBOL>_<TIMEFRAME>.times.npz` holds its bars' times (8 bytes a bar) and the size and
+modification time of the file they were read from: how many bars a date range holds is known at once when a
+request is made (the API refuses an empty range, or one too short for the request, before anything runs), and
+`marketdata list` reads no CSV. A file changed by other means is read again.
 """
 
 from __future__ import annotations
@@ -62,6 +67,73 @@ def series_path(symbol: str, timeframe: str) -> Path:
     return Path(settings.DATA_DIR) / f"{validate_symbol(symbol)}_{validate_timeframe(timeframe)}.csv"
 
 
+def times_path(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.times.npz")
+
+
+def _write_times(path: Path, times: np.ndarray) -> None:
+    """The bar times of the series file at `path` (int64 seconds since the epoch), for as long as it is unchanged;
+    written atomically beside it. A folder this process may not write to only costs the next reader a CSV read."""
+    stat = path.stat()
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError:
+        return
+    try:
+        os.chmod(temporary, 0o644)
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, times=times, csv_size=stat.st_size, csv_mtime_ns=stat.st_mtime_ns)
+        os.replace(temporary, times_path(path))
+    except OSError:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def _epoch_seconds(timestamps: pd.Series) -> np.ndarray:
+    return pd.DatetimeIndex(pd.to_datetime(timestamps, utc=True)).as_unit("s").asi8.astype(np.int64)
+
+
+def bar_times(path: Path) -> np.ndarray:
+    """The times of a series file's bars, oldest first, as int64 seconds since the epoch (UTC)."""
+    stat = path.stat()
+    try:
+        with np.load(times_path(path)) as saved:
+            if int(saved["csv_size"]) == stat.st_size and int(saved["csv_mtime_ns"]) == stat.st_mtime_ns:
+                return saved["times"]
+    except (OSError, ValueError, KeyError, EOFError):
+        pass  # none yet, or unreadable: read the file itself
+    times = _epoch_seconds(pd.read_csv(path, usecols=["timestamp"])["timestamp"])
+    _write_times(path, times)
+    return times
+
+
+def range_bounds(start: str | None, end: str | None) -> tuple[int | None, int | None]:
+    """A request's date range in seconds since the epoch: from `start` at 00:00 UTC, to before the day after
+    `end` (both inclusive, as load_bars reads them)."""
+    first = int(_date(start, "start").timestamp()) if start else None
+    after = int((_date(end, "end") + timedelta(days=1)).timestamp()) if end else None
+    return first, after
+
+
+@dataclass(frozen=True)
+class RangeCount:
+    """How many bars of a series a date range holds, and the series' own extent (to say what it covers)."""
+
+    bars: int
+    series_bars: int
+    series_start: str
+    series_end: str
+
+
+def bars_between(symbol: str, timeframe: str, start: str | None = None, end: str | None = None) -> RangeCount:
+    """How many bars of the series `load_bars` would read for this range."""
+    times = bar_times(series_path(symbol, timeframe))
+    first, after = range_bounds(start, end)
+    low = int(np.searchsorted(times, first, side="left")) if first is not None else 0
+    high = int(np.searchsorted(times, after, side="left")) if after is not None else len(times)
+    return RangeCount(bars=max(0, high - low), series_bars=len(times),
+                      series_start=_iso(times[0]) if len(times) else "", series_end=_iso(times[-1]) if len(times) else "")
+
+
 def generate_bars(*, bars: int, timeframe: str, seed: int = 42, start: datetime | None = None) -> pd.DataFrame:
     """A reproducible synthetic series: log-returns with a slow drift and volatility that changes by regime.
 
@@ -116,6 +188,7 @@ def write_series(frame: pd.DataFrame, symbol: str, timeframe: str) -> Path:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    _write_times(path, _epoch_seconds(frame["timestamp"]))
     return path
 
 
@@ -228,6 +301,10 @@ def load_bars(symbol: str, timeframe: str, *, start: str | None = None, end: str
     return frame.reset_index(drop=True)
 
 
+def _iso(seconds: int) -> str:
+    return datetime.fromtimestamp(int(seconds), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _date(text: str, name: str) -> pd.Timestamp:
     try:
         moment = pd.Timestamp(datetime.fromisoformat(text))
@@ -244,17 +321,17 @@ def list_series() -> list[SeriesInfo]:
         if not SYMBOL_RE.match(symbol) or timeframe not in TIMEFRAMES:
             continue
         try:
-            frame = pd.read_csv(path, usecols=["timestamp"])
-        except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
+            times = bar_times(path)
+        except (ValueError, pd.errors.ParserError, UnicodeDecodeError, OverflowError):
             continue  # not a series this project wrote or imported; `marketdata import` validates files
         found.append(
             SeriesInfo(
                 symbol=symbol,
                 timeframe=timeframe,
                 path=path,
-                bars=len(frame),
-                start=str(frame["timestamp"].iloc[0]) if len(frame) else "",
-                end=str(frame["timestamp"].iloc[-1]) if len(frame) else "",
+                bars=len(times),
+                start=_iso(times[0]) if len(times) else "",
+                end=_iso(times[-1]) if len(times) else "",
                 size_bytes=path.stat().st_size,
             )
         )

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 FEATURE_SPEC_VERSION = 1
+MIN_SAMPLES = 20  # the fewest labelled bars a training splits into its training and validation samples
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,12 @@ class FeatureSpec:
     @property
     def warmup(self) -> int:
         return max(*self.return_windows, *self.sma_windows, self.rsi_window, *self.volatility_windows, self.volume_window) + 1
+
+    @property
+    def min_bars(self) -> int:
+        """The fewest bars a training with these features can run on: the warm-up, MIN_SAMPLES samples, and the
+        last bar (it has no next bar, so no label)."""
+        return self.warmup + MIN_SAMPLES + 1
 
     @property
     def count(self) -> int:

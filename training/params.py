@@ -6,7 +6,8 @@ from django.conf import settings
 from rest_framework import serializers
 
 from marketdata.params import SeriesRangeSerializer
-from training.features import FeatureSpec
+from operations.api.serializers import StrictSerializer
+from training.features import MIN_SAMPLES, FeatureSpec
 from training.sizes import parameter_count, training_memory_bytes
 
 
@@ -15,7 +16,7 @@ def _windows(minimum: int, default: tuple[int, ...]) -> serializers.ListField:
                                  max_length=8, default=list(default))
 
 
-class FeatureWindowsSerializer(serializers.Serializer):
+class FeatureWindowsSerializer(StrictSerializer):
     """The windows (in bars) of the features the model sees (training/features.py); the defaults are FeatureSpec's."""
 
     return_windows = _windows(1, FeatureSpec.return_windows)
@@ -61,6 +62,12 @@ class TrainingParamsSerializer(SeriesRangeSerializer):
     checkpoints_enabled = serializers.BooleanField(default=True, help_text="False: no checkpoint at all.")
     features = FeatureWindowsSerializer(default=lambda: dict(DEFAULT_FEATURES),
                                         help_text="Feature windows, in bars; default the usual ones.")
+
+    def min_bars(self, data: dict) -> tuple[int, str]:
+        spec = FeatureSpec.from_dict(data["features"])
+        return spec.min_bars, (f"a training with these feature windows needs at least {spec.min_bars:,}: "
+                               f"{spec.warmup} for its features' warm-up, {MIN_SAMPLES} to train and validate on, "
+                               "and one more for the last label")
 
     def validate(self, data):
         """A network a worker can train: its size and the memory it needs, named by the field to change."""

@@ -26,7 +26,7 @@ from checkpoints.policy import policy_for
 from marketdata.series import load_bars
 from runtime.context import RunContext
 from training.artifacts import model_files, model_folder
-from training.features import FeatureSpec, fit, labels, raw_features, standardise
+from training.features import MIN_SAMPLES, FeatureSpec, fit, labels, raw_features, standardise
 from training.model import DirectionClassifier
 
 ARTIFACTS = ("model.pt", "optimizer.pt", "scheduler.pt", "best_model.pt", "rng.pt")
@@ -55,7 +55,7 @@ class TrainingRunner:
         features, target = raw_features(bars, spec), labels(bars)
         usable = features.notna().all(axis=1) & target.notna()
         features, target = features[usable], target[usable]
-        if len(features) < 20:
+        if len(features) < MIN_SAMPLES:
             raise ValueError(f"too little data to train: {len(features)} usable bars after the feature warm-up")
         split = int(len(features) * (1 - p["validation_split"]))
         self.validation_start = bars["timestamp"][features.index[split]].isoformat()  # the first bar not trained on

@@ -274,8 +274,13 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Resilient operations API",
-    "DESCRIPTION": "Durable, self-healing and resumable long-running operations.",
-    "VERSION": "1.0.0",
+    "DESCRIPTION": (
+        "Durable, self-healing and resumable long-running operations. Since 2.0.0: a request's unknown field is a "
+        "400 naming it; a backtest's strategy parameters are `strategy_params`, in the request as in the "
+        "operation's `params`; a date range with no bars, or too few for the request, is a 400 at submit; lists "
+        "carry each operation's `summary`, and its `result` only the detail and `operations/{id}/result/`."
+    ),
+    "VERSION": "2.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
@@ -288,6 +293,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "operations.api.shared.requests_refuse_unknown_fields",
+    ],
 }
 
 LOGGING = {

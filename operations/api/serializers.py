@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import difflib
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
 
 from operations.ids import (
     OPERATION_ID_FORMAT,
@@ -35,6 +38,39 @@ RECENT_EVENTS = 50
 # one is a 400 here, not a database error (a 500) on write.
 MAX_INTEGER = 2**31 - 1  # Operation.attempt, Worker.pid
 MAX_BIG_INTEGER = 2**63 - 1  # Operation.progress_current, progress_total
+
+
+# --- input: unknown fields refused
+
+UNKNOWN_FIELD = "unknown_field"  # the code of the error: the API's detail names every such field at once
+
+
+class StrictSerializer(serializers.Serializer):
+    """Input that refuses the fields it does not know, naming each: a misspelt `epochz` must not run with the
+    default epochs, and a field a client takes for another must not be dropped in silence.
+
+    `renamed` says where a field of an earlier version of the API went; `also_allowed` names the query
+    parameters a list takes beside its filters (pagination's)."""
+
+    renamed: ClassVar[dict[str, str]] = {}
+    also_allowed: ClassVar[tuple[str, ...]] = ()
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = [name for name in data if name not in self.fields and name not in self.also_allowed]
+            if unknown:
+                raise serializers.ValidationError(
+                    {str(name): [ErrorDetail(self.unknown_field(str(name)), code=UNKNOWN_FIELD)] for name in unknown}
+                )
+        return super().to_internal_value(data)
+
+    def unknown_field(self, name: str) -> str:
+        if name in self.renamed:
+            return f"Unknown field. It is now called {self.renamed[name]}."
+        known = [field for field in self.fields if not self.fields[field].read_only]
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        return f"Unknown field.{hint} The fields are: {', '.join(known)}."
 
 
 # --- validated identifiers
@@ -240,7 +276,9 @@ class OperationResultSerializer(serializers.ModelSerializer):
         extra_kwargs = {"result": {"help_text": "The whole result, as its runner wrote it; null until it completes."}}
 
 
-class OperationFilterSerializer(serializers.Serializer):
+class OperationFilterSerializer(StrictSerializer):
+    also_allowed = ("page", "page_size")
+
     status = serializers.ChoiceField(choices=OperationStatus.choices, required=False)
     type = serializers.ChoiceField(choices=OperationType.choices, required=False)
     resumable = serializers.BooleanField(required=False, allow_null=True, default=None)
@@ -270,7 +308,7 @@ class WorkerSerializer(serializers.ModelSerializer):
 MAX_REPORTS = 100  # outcomes one registration may report: a registration's cost stays bounded
 
 
-class CompletedReportInputSerializer(serializers.Serializer):
+class CompletedReportInputSerializer(StrictSerializer):
     operation_id = OperationIdField()
     status = serializers.ChoiceField(choices=[(s.value, s.label) for s in TERMINAL_STATUSES])
     attempt = serializers.IntegerField(
@@ -293,7 +331,7 @@ class CompletedReportInputSerializer(serializers.Serializer):
         return data
 
 
-class WorkerRegisterInputSerializer(serializers.Serializer):
+class WorkerRegisterInputSerializer(StrictSerializer):
     worker_id = WorkerIdField()
     worker_type = serializers.ChoiceField(
         choices=[WorkerType.API], default=WorkerType.API,
@@ -314,7 +352,7 @@ class WorkerRegisterInputSerializer(serializers.Serializer):
         return attempt_given(data, "current_operation_id", "current_attempt")
 
 
-class ProgressInputSerializer(serializers.Serializer):
+class ProgressInputSerializer(StrictSerializer):
     current = serializers.IntegerField(min_value=0, max_value=MAX_BIG_INTEGER, required=False)
     total = serializers.IntegerField(min_value=0, max_value=MAX_BIG_INTEGER, required=False, allow_null=True)
     unit = serializers.CharField(max_length=32, required=False, allow_blank=True)
@@ -322,7 +360,7 @@ class ProgressInputSerializer(serializers.Serializer):
     message = serializers.CharField(max_length=500, required=False, allow_blank=True)
 
 
-class WorkerHeartbeatInputSerializer(serializers.Serializer):
+class WorkerHeartbeatInputSerializer(StrictSerializer):
     operation_id = OperationIdField(required=False, allow_null=True)
     attempt = serializers.IntegerField(
         min_value=1, max_value=MAX_INTEGER, required=False, allow_null=True,

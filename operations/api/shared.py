@@ -22,6 +22,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from operations.api.serializers import UNKNOWN_FIELD, StrictSerializer
 from operations.exceptions import ServiceError
 from operations.models import Operation
 from operations.services.lifecycle import operation_create
@@ -72,7 +73,31 @@ def _first_field_error(errors: Any, prefix: str = "") -> tuple[str, str] | None:
     return None
 
 
+def _unknown_fields(errors: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Every (field path, message) of a field the request should not have sent (StrictSerializer's)."""
+    found = []
+    if isinstance(errors, dict):
+        for name, value in errors.items():
+            path = f"{prefix}[{name}]" if isinstance(name, int) else (f"{prefix}.{name}" if prefix else str(name))
+            found += _unknown_fields(value, path)
+    elif isinstance(errors, list):
+        for index, value in enumerate(errors):
+            if isinstance(value, (dict, list)):
+                found += _unknown_fields(value, f"{prefix}[{index}]")
+            elif getattr(value, "code", None) == UNKNOWN_FIELD:
+                found.append((prefix, str(value)))
+    return found
+
+
 def _validation_detail(errors: Any) -> str:
+    unknown = _unknown_fields(errors)
+    if len(unknown) == 1:
+        field, message = unknown[0]
+        return f"Unknown field '{field}'.{message.removeprefix('Unknown field.')}"
+    if unknown:
+        names = ", ".join(repr(field) for field, _ in unknown)
+        fields = unknown[0][1].partition(" The fields are: ")[2]
+        return f"Unknown fields: {names}." + (f" The fields are: {fields}" if fields else "")
     found = _first_field_error(errors)
     if not found:
         return "Invalid input."
@@ -148,6 +173,14 @@ START_ERRORS = {
 
 # --- requests
 
+def requests_refuse_unknown_fields(result: dict, generator, request, public) -> dict:
+    """The schema says what StrictSerializer does: a request body's object takes no property it does not list."""
+    for name, component in result.get("components", {}).get("schemas", {}).items():
+        if name.endswith("Request") and component.get("type") == "object" and "properties" in component:
+            component["additionalProperties"] = False
+    return result
+
+
 class JSONParser(parsers.JSONParser):
     """DRF's JSON parser, and a body nested too deeply for Python's parser is a 400 too, not a 500."""
 
@@ -180,7 +213,7 @@ def path_value(field_class: type[serializers.Field], name: str, value: str) -> s
 MAX_RESTARTS_PER_OPERATION = 100
 
 
-class OperationRequestSerializer(serializers.Serializer):
+class OperationRequestSerializer(StrictSerializer):
     """The request that starts an operation (a training, a backtest, a research session): validated once, kept
     as the operation's params, read back by its runner. Every kind takes `max_restarts`, the restart policy's
     (kept on the operation, not in its params)."""

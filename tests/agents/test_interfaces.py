@@ -28,7 +28,7 @@ METRICS = {"total_return": 0.25, "buy_and_hold_return": 0.10, "sharpe": 1.2, "ma
 @pytest.fixture
 def market(settings, tmp_path):
     settings.DATA_DIR = tmp_path / "data"
-    write_series(generate_bars(bars=300, timeframe="1h", seed=5), "SYN", "1h")
+    write_series(generate_bars(bars=800, timeframe="1h", seed=5), "SYN", "1h")
 
 
 @pytest.mark.django_db

@@ -35,7 +35,7 @@ REQUEST = {
     "symbol": "SYN",
     "timeframe": "1h",
     "strategy": "sma_cross",
-    "params": {"fast": 10, "slow": 40, "allow_short": True},
+    "strategy_params": {"fast": 10, "slow": 40, "allow_short": True},
     "checkpoint_every": 20_000,
     "max_restarts": 0,  # resumed by hand here (the restart policy's own tests: tests/resilience)
 }

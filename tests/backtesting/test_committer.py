@@ -26,7 +26,7 @@ from tests.backtesting.conftest import generate, start_backtest, without_rest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-REQUEST = {"strategy": "sma_cross", "params": {"fast": 3, "slow": 8, "allow_short": True}, "checkpoint_every": 500}
+REQUEST = {"strategy": "sma_cross", "strategy_params": {"fast": 3, "slow": 8, "allow_short": True}, "checkpoint_every": 500}
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from runtime.tasks import run_operation
 from tests.backtesting.conftest import generate, start_backtest
 from tests.support.processes import run_operation_in_thread, wait_for
 
-REQUEST = {"strategy": "sma_cross", "params": {"fast": 3, "slow": 8, "allow_short": True}}
+REQUEST = {"strategy": "sma_cross", "strategy_params": {"fast": 3, "slow": 8, "allow_short": True}}
 
 
 def straight_result() -> dict:
@@ -67,7 +67,7 @@ def test_a_short_backtest_with_a_large_gain_completes(backtest_dirs):
         "volume": [1000.0] * len(closes),
     })
     write_series(frame, "SYN", "1m")
-    operation_id = start_backtest(timeframe="1m", strategy="sma_cross", params={"fast": 1, "slow": 2})
+    operation_id = start_backtest(timeframe="1m", strategy="sma_cross", strategy_params={"fast": 1, "slow": 2})
     assert SmaCross({"fast": 1, "slow": 2, "allow_short": False}).decisions(frame)[2] == LONG
 
     outcome = run_operation(operation_id)

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 BARS = 5000
 SEED = 7
-REQUEST: dict[str, Any] = {"strategy": "sma_cross", "params": {"fast": 3, "slow": 8, "allow_short": True}}
+REQUEST: dict[str, Any] = {"strategy": "sma_cross", "strategy_params": {"fast": 3, "slow": 8, "allow_short": True}}
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def straight(market) -> dict[str, Any]:
 
 
 def decisions() -> list[int]:
-    return SmaCross(REQUEST["params"]).decisions(load_bars("SYN", "1h")).tolist()
+    return SmaCross(REQUEST["strategy_params"]).decisions(load_bars("SYN", "1h")).tolist()
 
 
 def result_of(operation_id: str) -> dict[str, Any]:

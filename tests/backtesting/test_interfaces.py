@@ -21,6 +21,7 @@ from tests.backtesting.conftest import generate, start_backtest
 from tests.conftest import queued_operation_ids
 from tests.factories import OperationFactory
 from tests.support.commands import assert_refused_by_name
+from training.features import FeatureSpec
 
 UNKNOWN_MODEL = "op_training_20261204_101500_0badc0de"  # fixed: the test ids must not change between runs
 
@@ -49,12 +50,15 @@ def market(backtest_dirs):
 
 
 def model_files(operation: Operation, *, files: tuple[str, ...] = ("model.pt", "feature_spec.json")) -> dict:
-    """Files standing in for a trained model, where its id says (the request only checks they exist); the
-    result's path fields, as a training writes them."""
+    """Files standing in for a trained model, where its id says (the request checks they exist, and reads the
+    feature spec for the bars its windows need); the result's path fields, as a training writes them."""
     folder = Path(settings.MODELS_DIR) / operation.pk
     folder.mkdir(parents=True)
     for name in files:
         (folder / name).write_bytes(b"stand-in")
+    if "feature_spec.json" in files:
+        (folder / "feature_spec.json").write_text(json.dumps(
+            {"feature_spec": FeatureSpec().as_dict(), "hidden_sizes": [8], "inputs": FeatureSpec().count}))
     return {"model_path": str(folder / "model.pt"), "feature_spec_path": str(folder / "feature_spec.json")}
 
 
@@ -107,7 +111,7 @@ def test_post_stores_the_values_given(market, user_client, django_capture_on_com
         "start": "2015-01-03",
         "end": "2015-01-10",
         "strategy": "sma_cross",
-        "params": {"fast": "5", "slow": 12, "allow_short": "true"},
+        "strategy_params": {"fast": "5", "slow": 12, "allow_short": "true"},
         "initial_cash": 5000,
         "commission": 0.001,
         "slippage": 0,
@@ -125,17 +129,17 @@ def test_post_stores_the_values_given(market, user_client, django_capture_on_com
 BAD_BODIES = [
     ({"strategy": "nope"}, "strategy"),
     ({"strategy": None}, "strategy"),
-    ({"params": {"fast": "x"}}, "params.fast"),
-    ({"params": {"fast": 0}}, "params.fast"),
-    ({"params": {"fast": 2.5}}, "params.fast"),
-    ({"params": {"fast": 30, "slow": 10}}, "params.slow"),
-    ({"params": {"fast": 10, "slow": 10}}, "params.slow"),
-    ({"params": {"slow": 1}}, "params.slow"),
-    ({"params": {"allow_short": "maybe"}}, "params.allow_short"),
-    ({"params": "fast=3"}, "params"),
-    ({"params": [3, 8]}, "params"),
+    ({"strategy_params": {"fast": "x"}}, "strategy_params.fast"),
+    ({"strategy_params": {"fast": 0}}, "strategy_params.fast"),
+    ({"strategy_params": {"fast": 2.5}}, "strategy_params.fast"),
+    ({"strategy_params": {"fast": 30, "slow": 10}}, "strategy_params.slow"),
+    ({"strategy_params": {"fast": 10, "slow": 10}}, "strategy_params.slow"),
+    ({"strategy_params": {"slow": 1}}, "strategy_params.slow"),
+    ({"strategy_params": {"allow_short": "maybe"}}, "strategy_params.allow_short"),
+    ({"strategy_params": "fast=3"}, "strategy_params"),
+    ({"strategy_params": [3, 8]}, "strategy_params"),
     ({"strategy": "model"}, "model"),  # the model strategy needs a model
-    ({"strategy": "model", "params": {"threshold": 0.3}}, "params.threshold"),
+    ({"strategy": "model", "strategy_params": {"threshold": 0.3}}, "strategy_params.threshold"),
     ({"model": UNKNOWN_MODEL}, "model"),  # sma_cross uses no model
     ({"strategy": "model", "model": "not-an-id"}, "model"),
     ({"strategy": "model", "model": UNKNOWN_MODEL}, "model"),  # no such operation
@@ -228,8 +232,8 @@ def test_the_model_files_are_found_from_the_id_never_from_the_result(market, use
     model_files(mine)
     accepted = post(user_client, body, django_capture_on_commit_callbacks)
     assert accepted.status_code == 201
-    assert accepted.json()["params"]["strategy_params"]["model_operation_id"] == mine.pk
-    assert "model_path" not in accepted.json()["params"]["strategy_params"]
+    assert accepted.json()["params"]["model"] == mine.pk
+    assert accepted.json()["params"]["strategy_params"] == {"threshold": 0.55, "allow_short": False}
 
 
 @pytest.mark.django_db
@@ -247,12 +251,10 @@ def test_the_model_of_a_completed_training_is_used(
 ):
     model = training(owner=user)
     response = post(user_client, {"symbol": "SYN", "timeframe": "1h", "strategy": "model", "model": model.pk,
-                                  "params": {"threshold": 0.6}}, django_capture_on_commit_callbacks)
+                                  "strategy_params": {"threshold": 0.6}}, django_capture_on_commit_callbacks)
     assert response.status_code == 201, response.content
     assert response.json()["params"]["model"] == model.pk
-    assert response.json()["params"]["strategy_params"] == {
-        "threshold": 0.6, "allow_short": False, "model_operation_id": model.pk,
-    }
+    assert response.json()["params"]["strategy_params"] == {"threshold": 0.6, "allow_short": False}
 
 
 @pytest.mark.django_db
@@ -389,9 +391,9 @@ def test_backtest_without_data_names_the_symbol_and_how_to_generate_it(market):
 
 @pytest.mark.django_db(transaction=True)
 def test_operations_resume_continues_a_cancelled_backtest(market, stopper):
-    straight = start_backtest(params={"fast": 3, "slow": 8, "allow_short": True})
+    straight = start_backtest(strategy_params={"fast": 3, "slow": 8, "allow_short": True})
     assert stopper.run(straight) == "completed"
-    operation_id = start_backtest(params={"fast": 3, "slow": 8, "allow_short": True})
+    operation_id = start_backtest(strategy_params={"fast": 3, "slow": 8, "allow_short": True})
     assert stopper.run(operation_id, 120, chunk=1) == "cancelled"
     assert Operation.objects.get(pk=operation_id).status == S.CANCELLED
 
@@ -427,7 +429,7 @@ def change_url(operation: Operation) -> str:
 
 @pytest.mark.django_db(transaction=True)
 def test_admin_page_of_a_completed_backtest_shows_equity_trades_and_metrics(market, stopper, admin_client):
-    operation_id = start_backtest(params={"fast": 3, "slow": 8, "allow_short": True})
+    operation_id = start_backtest(strategy_params={"fast": 3, "slow": 8, "allow_short": True})
     assert stopper.run(operation_id) == "completed"
     operation = Operation.objects.get(pk=operation_id)
     result = operation.result
@@ -498,7 +500,7 @@ def test_the_schema_documents_post_backtests(anonymous_client):
     assert "201" in post_operation["responses"] and "400" in post_operation["responses"]
     reference = post_operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     request = schema["components"]["schemas"][reference.rsplit("/", 1)[1]]
-    assert {"symbol", "timeframe", "strategy", "params", "model", "initial_cash", "commission", "slippage",
+    assert {"symbol", "timeframe", "strategy", "strategy_params", "model", "initial_cash", "commission", "slippage",
             "checkpoint_every"} <= set(request["properties"])
     strategy = request["properties"]["strategy"]
     enum = strategy["allOf"][0]["$ref"].rsplit("/", 1)[1] if "allOf" in strategy else None

@@ -130,10 +130,10 @@ def test_bad_model_params_are_named(data, field):
     ("request_data", "path"),
     [
         ({"strategy": "nope"}, ["strategy"]),
-        ({"params": {"fast": "x"}}, ["params", "fast"]),
-        ({"params": {"fast": 30, "slow": 10}}, ["params", "slow"]),
-        ({"params": "fast=3"}, ["params"]),
-        ({"strategy": "model", "params": {"threshold": 0.2}, "model": None}, ["params", "threshold"]),
+        ({"strategy_params": {"fast": "x"}}, ["strategy_params", "fast"]),
+        ({"strategy_params": {"fast": 30, "slow": 10}}, ["strategy_params", "slow"]),
+        ({"strategy_params": "fast=3"}, ["strategy_params"]),
+        ({"strategy": "model", "strategy_params": {"threshold": 0.2}, "model": None}, ["strategy_params", "threshold"]),
     ],
 )
 def test_the_request_serializer_nests_strategy_errors_under_params(request_data, path):
@@ -183,7 +183,7 @@ def always_long():
 def test_a_registered_strategy_is_accepted_and_runs(backtest_dirs, always_long):
     generate(300)
     operation = backtest_start(
-        data={"symbol": "SYN", "timeframe": "1h", "strategy": "always_long", "params": {"after": 10}}, actor="test"
+        data={"symbol": "SYN", "timeframe": "1h", "strategy": "always_long", "strategy_params": {"after": 10}}, actor="test"
     )
     assert operation.params["strategy"] == "always_long"
     assert operation.params["strategy_params"] == {"after": 10}
@@ -195,9 +195,9 @@ def test_a_registered_strategy_is_accepted_and_runs(backtest_dirs, always_long):
     assert (trade["entry_bar"], trade["exit_bar"], trade["closed_at_end"]) == (11, 300, True)
 
     with pytest.raises(serializers.ValidationError) as refused:
-        backtest_start(data={"symbol": "SYN", "timeframe": "1h", "strategy": "always_long", "params": {"after": -1}},
+        backtest_start(data={"symbol": "SYN", "timeframe": "1h", "strategy": "always_long", "strategy_params": {"after": -1}},
                        actor="test")
-    assert "after" in refused.value.detail["params"]
+    assert "after" in refused.value.detail["strategy_params"]
 
 
 def test_an_unregistered_strategy_is_refused_again_after_teardown():
@@ -278,10 +278,10 @@ def test_model_decisions_use_the_features_of_training(trained, monkeypatch):
     up = model_probabilities(result, x)
     distance = np.abs(up - 0.5)
     threshold = 0.5 + float(np.quantile(distance, 0.5))  # half the bars decide a side, half stay flat
-    model = {"model_operation_id": trained.pk}  # its files are found from the id
+    request = {"model": trained.pk}  # its files are found from the id
 
     seen.clear()
-    decisions = ModelStrategy({"threshold": threshold, "allow_short": True, **model}).decisions(bars)
+    decisions = ModelStrategy({"threshold": threshold, "allow_short": True}, request).decisions(bars)
     assert len(seen) == 1 and torch.equal(seen[0], x)
 
     warmup = spec.warmup
@@ -292,7 +292,9 @@ def test_model_decisions_use_the_features_of_training(trained, monkeypatch):
     assert set(decisions[:warmup].tolist()) == {HOLD} and HOLD not in decisions[warmup:].tolist()
     assert {LONG, SHORT, FLAT} <= set(decisions.tolist())
 
-    long_only = ModelStrategy({"threshold": threshold, "allow_short": False, **model}).decisions(bars)
+    # As a backtest stored before API 2.0 has it: the model's id among the strategy's parameters.
+    long_only = ModelStrategy({"threshold": threshold, "allow_short": False,
+                               "model_operation_id": trained.pk}).decisions(bars)
     assert SHORT not in long_only.tolist()
     assert long_only.tolist() == [FLAT if d == SHORT else d for d in decisions.tolist()]
 
@@ -301,13 +303,12 @@ def test_model_decisions_use_the_features_of_training(trained, monkeypatch):
 def test_a_model_backtest_runs_on_a_completed_training(trained):
     operation = backtest_start(
         data={"symbol": "SYN", "timeframe": "1h", "strategy": "model", "model": trained.pk,
-              "params": {"threshold": 0.5, "allow_short": True}},
+              "strategy_params": {"threshold": 0.5, "allow_short": True}},
         actor="test",
     )
     strategy_params = operation.params["strategy_params"]
-    assert strategy_params == {
-        "threshold": 0.5, "allow_short": True, "model_operation_id": trained.pk,
-    }
+    assert strategy_params == {"threshold": 0.5, "allow_short": True}
+    assert operation.params["model"] == trained.pk
     assert run_operation(operation.pk) == "completed"
     result = Operation.objects.get(pk=operation.pk).result
     assert Operation.objects.get(pk=operation.pk).status == S.COMPLETED

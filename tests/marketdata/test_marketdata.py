@@ -66,7 +66,8 @@ def test_generate_is_reproducible_from_its_seed(data_dir):
     assert path.read_bytes() == first
     generate("SYN", "1h", 2000, "--seed", "8")
     assert path.read_bytes() != first
-    assert sorted(p.name for p in data_dir.iterdir()) == ["SYN_1h.csv"]  # no temporary file left behind
+    # No temporary file left behind: the series and its bars' times.
+    assert sorted(p.name for p in data_dir.iterdir()) == [".SYN_1h.times.npz", "SYN_1h.csv"]
 
 
 def test_generated_bars_are_well_formed(data_dir):
@@ -157,7 +158,7 @@ def test_import_of_iso_and_epoch_timestamps_writes_the_series(data_dir, tmp_path
     assert [float(row["volume"]) for row in rows] == [1000.0, 1200.0, 900.5, 0.0]
     bars = load_bars("SYN", "1h")
     assert len(bars) == 4 and bars["timestamp"].iloc[-1] == pd.Timestamp("2024-01-01T03:00:00Z")
-    assert sorted(p.name for p in data_dir.iterdir()) == ["SYN_1h.csv"]
+    assert sorted(p.name for p in data_dir.iterdir()) == [".SYN_1h.times.npz", "SYN_1h.csv"]
 
 
 def test_import_replaces_an_existing_series(data_dir, tmp_path):
@@ -228,7 +229,7 @@ def test_bad_import_names_the_line_and_writes_nothing(data_dir, tmp_path, conten
         assert fragment in message, message
     if existing:
         assert target.read_bytes() == before
-        assert sorted(p.name for p in data_dir.iterdir()) == ["SYN_1h.csv"]
+        assert sorted(p.name for p in data_dir.iterdir()) == [".SYN_1h.times.npz", "SYN_1h.csv"]
     else:
         assert not data_dir.exists() or list(data_dir.iterdir()) == []
 
@@ -270,7 +271,7 @@ def test_a_write_that_fails_halfway_leaves_the_previous_series_and_no_temporary(
     with pytest.raises(OSError):
         write_series(series.generate_bars(bars=50, timeframe="1h"), "SYN", "1h")
     assert target.read_bytes() == before
-    assert sorted(p.name for p in data_dir.iterdir()) == ["SYN_1h.csv"]
+    assert sorted(p.name for p in data_dir.iterdir()) == [".SYN_1h.times.npz", "SYN_1h.csv"]
 
 
 def test_a_series_longer_than_the_bound_is_refused_naming_the_line(data_dir, tmp_path, monkeypatch):
@@ -333,6 +334,6 @@ def test_cli_errors_exit_1_with_the_message_on_stderr(tmp_path):
 
     listing = run_manage(tmp_path, "marketdata", "list")
     assert listing.returncode == 0 and "Total: 1 series" in listing.stdout
-    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["SYN_1h.csv"]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [".SYN_1h.times.npz", "SYN_1h.csv"]
     # The market data commands touch no table: the database was never even opened.
     assert not (tmp_path / "db.sqlite3").exists()

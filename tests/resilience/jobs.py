@@ -24,7 +24,7 @@ BACKTEST = {
     "symbol": "LONG",
     "timeframe": "1h",
     "strategy": "sma_cross",
-    "params": {"fast": 10, "slow": 40, "allow_short": True},
+    "strategy_params": {"fast": 10, "slow": 40, "allow_short": True},
     "checkpoint_every": 20_000,
     "max_restarts": 3,
 }

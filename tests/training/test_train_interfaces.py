@@ -89,7 +89,7 @@ def test_post_stores_the_values_given(market, user_client, django_capture_on_com
         "symbol": "SYN",
         "timeframe": "1h",
         "start": "2015-01-03",
-        "end": "2015-01-10",
+        "end": "2015-01-12",  # 240 bars: enough for the 200-bar window below
         "epochs": 5,
         "batch_size": 32,
         "hidden_sizes": [64, 32, 16],

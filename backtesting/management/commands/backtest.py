@@ -11,7 +11,7 @@ from backtesting.strategies import STRATEGIES
 from operations.management.starting import add_follow_arguments, add_series_arguments, given_options, start_operation
 
 OPTION_NAMES = {
-    "params": "--param",
+    "strategy_params": "--param",
     "initial_cash": "--initial-cash",
     "checkpoint_every": "--checkpoint-every",
 }
@@ -44,6 +44,6 @@ class Command(BaseCommand):
         data = given_options(options, ("symbol", "timeframe", "start", "end", "strategy", "model", "initial_cash",
                                        "commission", "slippage", "checkpoint_every"))
         if options["param"]:
-            data["params"] = dict(parse_param(text) for text in options["param"])
+            data["strategy_params"] = dict(parse_param(text) for text in options["param"])
         start_operation(self, lambda: backtest_start(data=data, actor="cli"), label="Backtest", options=options,
                         option_names=OPTION_NAMES)
