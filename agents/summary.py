@@ -9,11 +9,11 @@ READS = ("verdict", "reasons", "score", "metrics")
 
 
 def session_summary(result: dict, params: dict) -> list[Figure]:
-    reasons = [str(reason) for reason in result.get("reasons") or []]
+    reasons = [str(reason) for reason in result.get("reasons") or []] or None
     metrics = result.get("metrics") or {}
     return [
         Figure("verdict", "Verdict", result["verdict"], Unit.TEXT),
-        Figure("reasons", "Reasons", "; ".join(reasons), Unit.TEXT),
+        Figure("reasons", "Reasons", reasons, Unit.TEXT),
         Figure("score", "Score", number(result.get("score")), Unit.RETURN, "(return in excess of buy-and-hold)"),
         Figure("total_return", "Total return", number(metrics.get("total_return")), Unit.RETURN),
         Figure("sharpe", "Sharpe ratio", number(metrics.get("sharpe")), Unit.RATIO),

@@ -43,6 +43,8 @@ class BacktestParamsSerializer(SeriesRangeSerializer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["strategy"].choices = sorted(STRATEGIES)
+        self.fields["strategy"].error_messages["invalid_choice"] = (
+            f'"{{input}}" is not a strategy: use one of {", ".join(sorted(STRATEGIES))}.')
 
     def validate(self, data):
         data = super().validate(data)

@@ -41,6 +41,16 @@ def strategy_for(request: dict[str, Any]) -> "Strategy":
     return get_strategy(request["strategy"])(request["strategy_params"], request)
 
 
+def parameters_text() -> str:
+    """Every strategy's parameters with their defaults, for the help of `--param`."""
+    def default(field) -> str:
+        return str(field.default).lower() if isinstance(field.default, bool) else str(field.default)
+
+    return "; ".join(f"{name}: " + ", ".join(f"{field}={default(params)}" for field, params in
+                                             STRATEGIES[name].Params().fields.items())
+                     for name in sorted(STRATEGIES))
+
+
 class Strategy:
     name: ClassVar[str]
     Params: ClassVar[type[serializers.Serializer]]

@@ -15,14 +15,14 @@ from checkpoints.exceptions import CheckpointNotFound
 from checkpoints.models import Checkpoint
 from checkpoints.services import (
     MAX_AGE_DAYS,
-    checkpoint_cleanup,
     checkpoint_discard,
+    checkpoint_maintenance,
     checkpoint_stats,
     checkpoints_expired,
 )
 from operations import permissions, selectors
 from operations.api.permissions import CleansUpCheckpoints
-from operations.api.serializers import OperationIdField
+from operations.api.serializers import OperationIdField, StrictSerializer
 from operations.api.shared import ERRORS, ErrorSerializer, path_value
 
 
@@ -63,12 +63,14 @@ class CheckpointSerializer(serializers.ModelSerializer):
         return round((timezone.now() - checkpoint.created_at).total_seconds(), 3)
 
 
-class CheckpointFilterSerializer(serializers.Serializer):
+class CheckpointFilterSerializer(StrictSerializer):
+    also_allowed = ("page", "page_size")
+
     operation_id = OperationIdField(required=False)
     older_than_days = serializers.FloatField(required=False, min_value=0, max_value=MAX_AGE_DAYS)
 
 
-class CleanupInputSerializer(serializers.Serializer):
+class CleanupInputSerializer(StrictSerializer):
     max_age_days = serializers.FloatField(required=False, min_value=0, max_value=MAX_AGE_DAYS, allow_null=True,
                                           default=None)
     dry_run = serializers.BooleanField(required=False, default=False)
@@ -78,6 +80,11 @@ class CleanupReplySerializer(serializers.Serializer):
     dry_run = serializers.BooleanField()
     deleted = serializers.ListField(child=serializers.CharField(), help_text="Operations whose checkpoint went")
     count = serializers.IntegerField()
+    orphan_folders = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Artifact folders no checkpoint points at, removed (older than CHECKPOINT_ORPHAN_GRACE_SECONDS: "
+                  "a younger one may be a save in progress)",
+    )
 
 
 class StatsSerializer(serializers.Serializer):
@@ -85,6 +92,12 @@ class StatsSerializer(serializers.Serializer):
     total_size_bytes = serializers.IntegerField()
     oldest_checkpoint = serializers.DateTimeField(allow_null=True)
     by_type = serializers.DictField(child=serializers.IntegerField())
+
+
+def cleanup_reply(report: dict[str, list[str]], *, dry_run: bool) -> dict[str, Any]:
+    """What a cleanup did (would do): the API's reply and the command's --json."""
+    return CleanupReplySerializer({"dry_run": dry_run, "deleted": report["expired"], "count": len(report["expired"]),
+                                   "orphan_folders": report["orphan_folders"]}).data
 
 
 def visible_checkpoints(request: Request):
@@ -145,10 +158,10 @@ class CheckpointCleanupView(APIView):
     def post(self, request: Request) -> Response:
         data = CleanupInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        deleted = checkpoint_cleanup(
+        report = checkpoint_maintenance(
             max_age_days=data.validated_data["max_age_days"], dry_run=data.validated_data["dry_run"]
         )
-        return Response({"dry_run": data.validated_data["dry_run"], "deleted": deleted, "count": len(deleted)})
+        return Response(cleanup_reply(report, dry_run=data.validated_data["dry_run"]))
 
 
 class CheckpointStatsView(APIView):

@@ -422,9 +422,11 @@ def checkpoint_sweep_orphans(*, grace_seconds: float | None = None, dry_run: boo
     return removed
 
 
-def checkpoint_maintenance() -> dict[str, list[str]]:
-    """What the control loop runs every CHECKPOINT_CLEANUP_INTERVAL_HOURS: cleanup by age, then orphan folders."""
-    return {"expired": checkpoint_cleanup(), "orphan_folders": checkpoint_sweep_orphans()}
+def checkpoint_maintenance(*, max_age_days: float | None = None, dry_run: bool = False) -> dict[str, list[str]]:
+    """Cleanup by age, then the artifact folders no checkpoint points at (older than the orphan grace period):
+    what the control loop runs every CHECKPOINT_CLEANUP_INTERVAL_HOURS, and a cleanup asked for by hand."""
+    return {"expired": checkpoint_cleanup(max_age_days=max_age_days, dry_run=dry_run),
+            "orphan_folders": checkpoint_sweep_orphans(dry_run=dry_run)}
 
 
 def _remove_empty_operation_folder(operation_id: str) -> None:

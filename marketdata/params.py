@@ -8,18 +8,30 @@ from marketdata.series import MAX_BARS, SYMBOL_RE, TIMEFRAMES, MarketDataError, 
 from operations.api.shared import OperationRequestSerializer
 
 
+class SymbolField(serializers.RegexField):
+    """A series' symbol; case-insensitive (`syn` is SYN), kept in capitals as the series' file is named."""
+
+    def to_internal_value(self, data):
+        return super().to_internal_value(data.upper() if isinstance(data, str) else data)
+
+
 class SeriesRangeSerializer(OperationRequestSerializer):
     """A series and a date range; valid only once the series has data, and enough of it in the range for what the
     request asks (checked last, after the whole request: `min_bars` may read any of it)."""
 
-    symbol = serializers.RegexField(
+    symbol = SymbolField(
         SYMBOL_RE, max_length=32, error_messages={"invalid": "Use 1-32 of A-Z, 0-9, '.', '_', '-'."},
-        help_text=f"A series of market data (manage.py marketdata list); one holds at most {MAX_BARS:,} bars, so a "
-                  "request reads at most that many.",
+        help_text=f"A series of market data (manage.py marketdata list), case-insensitive; one holds at most "
+                  f"{MAX_BARS:,} bars, so a request reads at most that many.",
     )
-    timeframe = serializers.ChoiceField(choices=list(TIMEFRAMES))
-    start = serializers.DateField(required=False, allow_null=True, default=None)
-    end = serializers.DateField(required=False, allow_null=True, default=None)
+    timeframe = serializers.ChoiceField(
+        choices=list(TIMEFRAMES),
+        error_messages={"invalid_choice": f'"{{input}}" is not a timeframe: use one of {", ".join(TIMEFRAMES)}.'},
+    )
+    start = serializers.DateField(required=False, allow_null=True, default=None,
+                                  help_text="The first day (YYYY-MM-DD, from 00:00 UTC); default the series' first.")
+    end = serializers.DateField(required=False, allow_null=True, default=None,
+                                help_text="The last day (YYYY-MM-DD, to 24:00 UTC); default the series' last.")
 
     def validate(self, data):
         if data["start"] and data["end"] and data["start"] > data["end"]:

@@ -13,6 +13,7 @@ request is made (the API refuses an empty range, or one too short for the reques
 from __future__ import annotations
 
 import csv
+import filecmp
 import math
 import os
 import re
@@ -20,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -55,6 +56,13 @@ def validate_symbol(symbol: str) -> str:
     if not SYMBOL_RE.match(symbol or ""):
         raise MarketDataError(f"symbol {symbol!r} is invalid: use 1-32 of A-Z, 0-9, '.', '_', '-'")
     return symbol
+
+
+def symbol_of(text: str) -> str:
+    """A symbol as a user may type it: in any case (`syn` is the series SYN)."""
+    if not SYMBOL_RE.match((text or "").upper()):
+        raise MarketDataError(f"symbol {text!r} is invalid: use 1-32 of A-Z, 0-9, '.', '_', '-' (in any case)")
+    return text.upper()
 
 
 def validate_timeframe(timeframe: str) -> str:
@@ -173,8 +181,13 @@ def generate_bars(*, bars: int, timeframe: str, seed: int = 42, start: datetime 
     )
 
 
-def write_series(frame: pd.DataFrame, symbol: str, timeframe: str) -> Path:
-    """Write atomically: a temporary file in the same folder, then a rename."""
+def write_series(frame: pd.DataFrame, symbol: str, timeframe: str,
+                 before_replacing: Callable[[], None] | None = None) -> Path:
+    """Write atomically: a temporary file in the same folder, then a rename.
+
+    Over an existing series, `before_replacing` is called once the new file is written and differs from it (it
+    may refuse by raising: the series stays as it was); a new file equal to the existing one replaces nothing.
+    """
     path = series_path(symbol, timeframe)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = frame.copy()
@@ -184,6 +197,11 @@ def write_series(frame: pd.DataFrame, symbol: str, timeframe: str) -> Path:
     try:
         with os.fdopen(handle, "w", newline="") as stream:
             out.to_csv(stream, index=False, columns=COLUMNS, float_format="%.6f")
+        if path.exists() and filecmp.cmp(temporary, path, shallow=False):
+            Path(temporary).unlink()  # the same bars: the file (and what read it) stays as it is
+            return path
+        if path.exists() and before_replacing is not None:
+            before_replacing()
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

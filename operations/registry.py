@@ -193,3 +193,23 @@ def result_summary(operation_type: str, result: object, params: object = None) -
     except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
         logger.warning("A %s result could not be summarised: %r", operation_type, exc)
         return []
+
+
+_checkpoint_summaries: dict[str, Callable[[dict, dict], list]] = {}
+
+
+def register_checkpoint_summary(operation_type: str, summarize: Callable[[dict, dict], list]) -> None:
+    """`summarize(state, params)` returns the figures of a checkpoint's state (a training's metrics so far)."""
+    _checkpoint_summaries[operation_type] = summarize
+
+
+def checkpoint_summary(operation_type: str, state: object, params: object = None) -> list:
+    """The figures of a checkpoint's state; none for a type that registers none, or a state of another shape."""
+    summarize = _checkpoint_summaries.get(operation_type)
+    if summarize is None or not isinstance(state, dict):
+        return []
+    try:
+        return summarize(state, params if isinstance(params, dict) else {})
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
+        logger.warning("A %s checkpoint could not be summarised: %r", operation_type, exc)
+        return []

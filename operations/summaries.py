@@ -45,6 +45,8 @@ def format_value(value: Any, unit: Unit) -> str:
     """A value as people read it; none (a Sharpe of a flat equity curve) reads as a dash."""
     if value is None:
         return "-"
+    if isinstance(value, list):
+        return "; ".join(str(item) for item in value)
     if unit is Unit.TEXT or isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     if not math.isfinite(value):

@@ -13,7 +13,7 @@ class TrainingConfig(AppConfig):
         from runtime.tasks import RUN_OPERATION_TASK
         from training.panels import training_panel
         from training.summary import READS as SUMMARY_READS
-        from training.summary import training_summary
+        from training.summary import training_checkpoint_summary, training_summary
 
         registry.register_executor(
             "training", RUN_OPERATION_TASK, runner="training.runner.TrainingRunner",
@@ -22,3 +22,4 @@ class TrainingConfig(AppConfig):
         )
         registry.register_detail_panel("training", training_panel)
         registry.register_result_summary("training", training_summary, reads=SUMMARY_READS)
+        registry.register_checkpoint_summary("training", training_checkpoint_summary)

@@ -10,7 +10,8 @@ READS = ("epochs_completed", "best_epoch", "best_val_loss", "best_val_accuracy",
          "final_val_accuracy", "timings")
 
 
-def training_summary(result: dict, params: dict) -> list[Figure]:
+def training_summary(result: dict, params: dict, *, latest: str = "Final") -> list[Figure]:
+    """The figures of a completed training's result (of the latest epoch of a checkpoint's, `latest="Last"`)."""
     best_epoch = number(result.get("best_epoch"))
     best_accuracy = number(result.get("best_val_accuracy"))
     if best_accuracy is None and "history" in result:  # a result written before it carried the figure
@@ -24,9 +25,22 @@ def training_summary(result: dict, params: dict) -> list[Figure]:
         Figure("best_epoch", "Best epoch", best_epoch, Unit.COUNT),
         Figure("best_val_loss", "Best validation loss", number(result.get("best_val_loss")), Unit.LOSS),
         Figure("best_val_accuracy", "Validation accuracy at the best epoch", best_accuracy, Unit.FRACTION),
-        Figure("final_val_loss", "Final validation loss", number(result.get("final_val_loss")), Unit.LOSS),
-        Figure("final_val_accuracy", "Final validation accuracy", number(result.get("final_val_accuracy")),
+        Figure("final_val_loss", f"{latest} validation loss", number(result.get("final_val_loss")), Unit.LOSS),
+        Figure("final_val_accuracy", f"{latest} validation accuracy", number(result.get("final_val_accuracy")),
                Unit.FRACTION),
         Figure("train_seconds", "Training time", number((result.get("timings") or {}).get("train_seconds")),
                Unit.SECONDS),
     ]
+
+
+def training_checkpoint_summary(state: dict, params: dict) -> list[Figure]:
+    """A checkpoint's metrics so far: the epochs done, the best epoch and the last one's validation figures."""
+    history = [row for row in state.get("history") or [] if isinstance(row, dict)]
+    last = history[-1] if history else {}
+    so_far = {
+        "epochs_completed": state.get("epoch"), "best_epoch": state.get("best_epoch"),
+        "best_val_loss": state.get("best_val_loss"), "final_val_loss": last.get("val_loss"),
+        "final_val_accuracy": last.get("val_accuracy"), "history": history,
+        "timings": {"train_seconds": state.get("train_seconds")},
+    }
+    return training_summary(so_far, params, latest="Last")

@@ -4,7 +4,7 @@ pass (`reconcile`, `supervise --once`)."""
 
 from __future__ import annotations
 
-import json
+import json as json_module
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,7 +30,7 @@ class ActionCommand(BaseCommand):
             raise CommandError(f"The database cannot be reached or is not migrated: {exc}".strip()) from None
 
     def write_json(self, body: Any) -> None:
-        self.stdout.write(json.dumps(body, indent=2, default=str))
+        self.stdout.write(json_module.dumps(body, indent=2, default=str))
 
 
 def operation_id_argument(value: str) -> str:
@@ -42,7 +42,11 @@ def operation_id_argument(value: str) -> str:
     return value
 
 
-def write_report(command: BaseCommand, changes: dict[str, list[str]], *, nothing: str, verbosity: int = 1) -> None:
+def write_report(command: BaseCommand, changes: dict[str, list[str]], *, nothing: str, verbosity: int = 1,
+                 json: bool = False) -> None:
+    if json:
+        command.stdout.write(json_module.dumps(changes, indent=2))
+        return
     if verbosity == 0:
         return
     if not any(changes.values()):

@@ -12,21 +12,18 @@ from tqdm import tqdm
 
 from operations import selectors
 from operations.exceptions import OperationNotCancellable
-from operations.models import TERMINAL_STATUSES, Operation, OperationStatus
+from operations.management.results import resume_hint
+from operations.models import TERMINAL_STATUSES, Operation
 from operations.restarts import restart_summary
 from operations.services.lifecycle import operation_cancel
 
 
-def resume_hint(operation_id: str) -> str:
-    return f"python manage.py operations resume {operation_id}"
-
-
 def follow(command: BaseCommand, operation_id: str, *, quiet: bool = False, poll_seconds: float = 0.5) -> Operation:
     """Show progress (a bar on a terminal, lines otherwise) until the operation has ended: terminal, with no
-    automatic resume planned (a run stopped by a deploy is followed on to its end).
+    automatic resume planned (a run stopped by a deploy is followed on to its end). The caller reports how it
+    ended (results.outcome_lines).
 
-    Ctrl+C requests a cancel, waits for the worker's cancellation checkpoint,
-    and prints the command that resumes it; a second Ctrl+C stops waiting.
+    Ctrl+C requests a cancel and waits for the worker's cancellation checkpoint; a second Ctrl+C stops waiting.
     """
     # Ctrl+C means cancel, even where the shell started this command with SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -44,18 +41,11 @@ def follow(command: BaseCommand, operation_id: str, *, quiet: bool = False, poll
     finally:
         signal.signal(signal.SIGINT, previous_handler)
     try:
-        operation = _watch(command, operation_id, quiet=True, poll_seconds=poll_seconds)
+        return _watch(command, operation_id, quiet=True, poll_seconds=poll_seconds)
     except KeyboardInterrupt:
         _drop_connection()
         command.stdout.write(f"Stopped waiting. The operation is being cancelled; then: {resume_hint(operation_id)}")
         return selectors.operation_get(operation_id=operation_id)
-    if not quiet:
-        checkpoint = getattr(operation, "checkpoint", None)
-        where = f" at {checkpoint.position_text}" if checkpoint is not None and checkpoint.position_text else ""
-        command.stdout.write(f"{operation_id} is {operation.status}{where}.")
-        if operation.resumable:
-            command.stdout.write(f"Resume with: {resume_hint(operation_id)}")
-    return operation
 
 
 def _drop_connection() -> None:
@@ -90,11 +80,3 @@ def _watch(command: BaseCommand, operation_id: str, *, quiet: bool, poll_seconds
     finally:
         if bar is not None:
             bar.close()
-
-
-def summary_line(operation: Operation) -> str:
-    if operation.status == OperationStatus.COMPLETED:
-        return f"{operation.operation_id} COMPLETED"
-    if operation.error_message:
-        return f"{operation.operation_id} {operation.status}: {operation.error_message}"
-    return f"{operation.operation_id} {operation.status}"

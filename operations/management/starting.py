@@ -13,18 +13,9 @@ from rest_framework import serializers
 from operations import selectors
 from operations.api.serializers import OperationDetailSerializer
 from operations.exceptions import ServiceError
-from operations.management.follow import follow, summary_line
+from operations.management.follow import follow
+from operations.management.results import outcome_lines
 from operations.models import Operation
-
-
-def add_series_arguments(parser, *, required: bool = True) -> None:
-    """The options every command that starts a run over a market data series takes first (not `required`: the
-    only series there is, by default)."""
-    default = None if required else "Default: the only series there is."
-    parser.add_argument("--symbol", required=required, help=default)
-    parser.add_argument("--timeframe", required=required, help=default)
-    parser.add_argument("--start", help="First date (YYYY-MM-DD).")
-    parser.add_argument("--end", help="Last date (YYYY-MM-DD).")
 
 
 def given_options(options: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
@@ -96,4 +87,4 @@ def start_operation(
         body = OperationDetailSerializer(selectors.operation_get(operation_id=finished.operation_id)).data
         command.stdout.write(json.dumps(body, indent=2, default=str))
     else:
-        command.stdout.write(summary_line(finished))
+        command.stdout.write("\n".join(outcome_lines(finished)))

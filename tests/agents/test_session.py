@@ -173,7 +173,11 @@ def test_agent_start_follow_shows_the_phases_until_the_session_ends(research, mo
     loop.join(timeout=60)
     session = Operation.objects.get(operation_type="agent_research")
     lines = out.getvalue().splitlines()
-    assert lines[0] == f"Session {session.pk}" and lines[-1] == f"{session.pk} COMPLETED"
+    assert lines[0] == f"Session {session.pk}"
+    ended = lines.index(f"{session.pk} COMPLETED")  # then its verdict and the reasons for it
+    assert lines[ended + 1] == "Result:"
+    assert lines[ended + 2] == f"  Verdict:          {session.result['verdict']}"
+    assert lines[ended + 3] == "  Reasons:" and lines[ended + 4] == f"    {session.result['reasons'][0]}"
     assert any(line.startswith("RUNNING ") and "TRAINING: training child" in line for line in lines), lines
 
 

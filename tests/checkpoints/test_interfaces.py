@@ -271,7 +271,8 @@ def test_cleanup_dry_run_names_the_expired_and_deletes_nothing(staff_client, sce
     response = staff_client.post(CLEANUP_URL, {"dry_run": True}, format="json")
 
     assert response.status_code == 200
-    assert response.json() == {"dry_run": True, "deleted": [scene.theirs.pk, scene.mine_old.pk], "count": 2}
+    assert response.json() == {"dry_run": True, "deleted": [scene.theirs.pk, scene.mine_old.pk], "count": 2,
+                               "orphan_folders": []}
     assert Checkpoint.objects.count() == 4
     assert all(folder_of(checkpoint_dir, operation).is_dir() for operation in scene.checkpointed())
 
@@ -279,7 +280,8 @@ def test_cleanup_dry_run_names_the_expired_and_deletes_nothing(staff_client, sce
 def test_cleanup_deletes_exactly_the_expired(staff_client, scene, checkpoint_dir):
     response = staff_client.post(CLEANUP_URL, {}, format="json")  # CHECKPOINT_MAX_AGE_DAYS: 30
 
-    assert response.json() == {"dry_run": False, "deleted": [scene.theirs.pk, scene.mine_old.pk], "count": 2}
+    assert response.json() == {"dry_run": False, "deleted": [scene.theirs.pk, scene.mine_old.pk], "count": 2,
+                               "orphan_folders": []}
     assert set(Checkpoint.objects.values_list("operation_id", flat=True)) == {scene.mine.pk, scene.running.pk}
     assert not folder_of(checkpoint_dir, scene.theirs).exists()
     assert not folder_of(checkpoint_dir, scene.mine_old).exists()
@@ -447,7 +449,7 @@ def test_cli_cleanup_dry_run_deletes_nothing(scene, checkpoint_dir):
     assert output.splitlines() == [
         f"Would delete the checkpoint of {scene.theirs.pk}",
         f"Would delete the checkpoint of {scene.mine_old.pk}",
-        "Would delete 2 checkpoints.",
+        "Would delete 2 checkpoints and 0 orphan folders.",
     ]
     assert Checkpoint.objects.count() == 4
     assert all(folder_of(checkpoint_dir, operation).is_dir() for operation in scene.checkpointed())
@@ -456,7 +458,7 @@ def test_cli_cleanup_dry_run_deletes_nothing(scene, checkpoint_dir):
 def test_cli_cleanup_deletes_exactly_the_expired(scene, checkpoint_dir):
     output, _ = run("checkpoints", "cleanup")
 
-    assert output.splitlines()[-1] == "Deleted 2 checkpoints."
+    assert output.splitlines()[-1] == "Deleted 2 checkpoints and 0 orphan folders."
     assert set(Checkpoint.objects.values_list("operation_id", flat=True)) == {scene.mine.pk, scene.running.pk}
     assert not folder_of(checkpoint_dir, scene.theirs).exists()
     assert not folder_of(checkpoint_dir, scene.mine_old).exists()
@@ -467,7 +469,7 @@ def test_cli_cleanup_deletes_exactly_the_expired(scene, checkpoint_dir):
 def test_cli_cleanup_max_age_days(scene):
     output, _ = run("checkpoints", "cleanup", "--max-age-days", "42")
 
-    assert output.splitlines() == [f"Deleted the checkpoint of {scene.theirs.pk}", "Deleted 1 checkpoint."]
+    assert output.splitlines() == [f"Deleted the checkpoint of {scene.theirs.pk}", "Deleted 1 checkpoint and 0 orphan folders."]
     assert has_checkpoint(scene.mine_old)
 
 

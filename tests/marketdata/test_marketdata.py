@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -23,6 +24,9 @@ GOOD_ROWS = [
     "2024-01-01T01:00:00Z,100.5,102,100,101.5,1200\n",
     "2024-01-01T02:00:00Z,101.5,101.6,98.5,99,900.5\n",
 ]
+
+# A series that operations used is overwritten only with --force: writing one over another reads the operations.
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
@@ -245,7 +249,7 @@ def test_a_field_larger_than_the_csv_limit_is_a_line_error_not_a_crash(data_dir,
 
 @pytest.mark.parametrize(
     ("symbol", "timeframe", "named"),
-    [("bad symbol", "1h", "symbol 'bad symbol'"), ("syn", "1h", "symbol 'syn'"), ("../SYN", "1h", "symbol '../SYN'"),
+    [("bad symbol", "1h", "symbol 'bad symbol'"), ("../SYN", "1h", "symbol '../SYN'"),
      ("SYN", "7h", "timeframe '7h'"), ("SYN", "1H", "timeframe '1H'")],
 )
 def test_import_refuses_a_bad_symbol_or_timeframe_by_name(data_dir, tmp_path, symbol, timeframe, named):
@@ -337,3 +341,70 @@ def test_cli_errors_exit_1_with_the_message_on_stderr(tmp_path):
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [".SYN_1h.times.npz", "SYN_1h.csv"]
     # The market data commands touch no table: the database was never even opened.
     assert not (tmp_path / "db.sqlite3").exists()
+
+
+# --- a symbol in any case, JSON, and a series that operations used
+
+
+def test_a_symbol_is_case_insensitive(data_dir, tmp_path):
+    source = tmp_path / "bars.csv"
+    source.write_text(HEADER + "".join(GOOD_ROWS))
+    assert "Imported 3 bars of SYN 1h" in marketdata("import", str(source), "--symbol", "syn", "--timeframe", "1h")
+    assert (data_dir / "SYN_1h.csv").exists() and not (data_dir / "syn_1h.csv").exists()
+
+
+def test_every_action_prints_json(data_dir, tmp_path):
+    generated = json.loads(marketdata("generate", "--symbol", "SYN", "--timeframe", "1h", "--bars", "500", "--json"))
+    assert (generated["symbol"], generated["timeframe"], generated["bars"]) == ("SYN", "1h", 500)
+    assert generated["start"] == "2015-01-01T00:00:00Z" and generated["path"] == str(data_dir / "SYN_1h.csv")
+    source = tmp_path / "bars.csv"
+    source.write_text(HEADER + "".join(GOOD_ROWS))
+    imported = json.loads(marketdata("import", str(source), "--symbol", "OTHER", "--timeframe", "1h", "--json"))
+    assert imported["bars"] == 3 and imported["end"] == "2024-01-01T02:00:00Z"
+    listed = json.loads(marketdata("list", "--json"))
+    assert listed["count"] == 2 and [info["symbol"] for info in listed["results"]] == ["OTHER", "SYN"]
+
+
+def used_by_operations(symbol: str = "SYN", timeframe: str = "1h"):
+    from checkpoints.models import Checkpoint
+    from tests.factories import OperationFactory
+
+    params = {"symbol": symbol, "timeframe": timeframe}
+    OperationFactory(status="RUNNING", params=params)
+    resumable = OperationFactory(status="CANCELLED", params=params)
+    Checkpoint.objects.create(operation=resumable, checkpoint_type="cancellation", state={}, artifacts_path="",
+                              manifest=[])
+    OperationFactory(status="COMPLETED", params={"symbol": "OTHER", "timeframe": timeframe})
+
+
+def test_overwriting_a_series_operations_used_needs_force_and_warns(data_dir, tmp_path):
+    generate("SYN", "1h", 500)
+    before = (data_dir / "SYN_1h.csv").read_bytes()
+    used_by_operations()
+    source = tmp_path / "bars.csv"
+    source.write_text(HEADER + "".join(GOOD_ROWS))
+
+    with pytest.raises(CommandError) as refused:
+        import_file(source)
+    assert str(refused.value) == (
+        "SYN 1h is used by 2 operations (1 not ended, 1 resumable): their resumes read the series again, and would "
+        "run over other bars than they began on. Nothing was written; --force overwrites it anyway.")
+    with pytest.raises(CommandError):
+        generate("SYN", "1h", 400)
+    assert (data_dir / "SYN_1h.csv").read_bytes() == before
+    assert sorted(p.name for p in data_dir.iterdir()) == [".SYN_1h.times.npz", "SYN_1h.csv"]
+
+    # The same bars again change nothing and need nothing; --force overwrites, and says what it did.
+    assert "Generated 500" in generate("SYN", "1h", 500)
+    err = StringIO()
+    call_command("marketdata", "import", str(source), "--symbol", "SYN", "--timeframe", "1h", "--force",
+                 stdout=StringIO(), stderr=err)
+    assert "Overwrote SYN 1h, used by 2 operations (1 not ended, 1 resumable) (--force)" in err.getvalue()
+    assert len(read_rows(data_dir / "SYN_1h.csv")) == 3
+
+
+def test_a_series_nobody_used_is_overwritten_without_force(data_dir, tmp_path):
+    generate("SYN", "1h", 500)
+    used_by_operations(symbol="SYN", timeframe="4h")  # another series
+    generate("SYN", "1h", 400)
+    assert len(read_rows(data_dir / "SYN_1h.csv")) == 400

@@ -344,7 +344,7 @@ def test_cancel_follow_waits_until_the_worker_acknowledges(transactional_db):
     assert elapsed >= delay  # it waited for the acknowledgement ...
     assert elapsed < delay + 5  # ... and returned soon after it
     assert "Cancel requested" in output
-    assert output.splitlines()[-1] == f"{operation.operation_id}: CANCELLED"
+    assert output.splitlines()[-2:] == [f"{operation.operation_id}: RUNNING", f"{operation.operation_id} CANCELLED"]
     assert f"{operation.operation_id}: RUNNING" in output
     assert Operation.objects.get(pk=operation.pk).status == S.CANCELLED
 

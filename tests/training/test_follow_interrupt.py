@@ -65,6 +65,6 @@ def test_ctrl_c_cancels_waits_for_the_checkpoint_and_prints_the_resume_command(m
     lines = out.getvalue().splitlines()
     assert operation.status == S.CANCELLED
     assert any(line.startswith(f"Cancelling {operation.pk}") for line in lines)
-    assert f"{operation.pk} is CANCELLED at epoch 3." in lines
+    assert f"{operation.pk} CANCELLED at epoch 3" in lines
     assert f"Resume with: python manage.py operations resume {operation.pk}" in lines
     assert operation.events.filter(reason="Cancel requested", actor="cli").exists()

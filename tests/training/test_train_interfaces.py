@@ -312,6 +312,14 @@ def test_follow_shows_progress_and_returns_when_the_operation_completes(market, 
         "RUNNING 50.0% Epoch 1/2",
         "COMPLETED 100.0% Completed",
         f"{operation.pk} COMPLETED",
+        "Result:",
+        "  Epochs:                                2 of 30",  # its fake worker ran 2 of the 30 asked
+        "  Best epoch:                            -",
+        "  Best validation loss:                  -",
+        "  Validation accuracy at the best epoch: -",
+        "  Final validation loss:                 -",
+        "  Final validation accuracy:             -",
+        "  Training time:                         -",
     ]
 
 

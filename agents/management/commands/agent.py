@@ -7,7 +7,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from agents.services import session_start
-from operations.management.starting import add_follow_arguments, add_series_arguments, given_options, start_operation
+from marketdata.options import add_series_arguments
+from operations.management.starting import add_follow_arguments, given_options, start_operation
 
 
 class Command(BaseCommand):

@@ -7,8 +7,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backtesting.services import backtest_start
-from backtesting.strategies import STRATEGIES
-from operations.management.starting import add_follow_arguments, add_series_arguments, given_options, start_operation
+from backtesting.strategies import STRATEGIES, parameters_text
+from marketdata.options import add_series_arguments
+from operations.management.starting import add_follow_arguments, given_options, start_operation
 
 OPTION_NAMES = {
     "strategy_params": "--param",
@@ -32,7 +33,8 @@ class Command(BaseCommand):
         add_series_arguments(parser)
         parser.add_argument("--strategy", help=f"One of {', '.join(sorted(STRATEGIES))}; default sma_cross.")
         parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                            help="A strategy parameter, repeatable: --param fast=10 --param slow=30.")
+                            help="A strategy parameter, repeatable: --param fast=10 --param slow=30. The parameters "
+                                 f"and their defaults: {parameters_text()}.")
         parser.add_argument("--model", help="For --strategy model: the id of a COMPLETED training operation.")
         parser.add_argument("--initial-cash", help="Default 100000.")
         parser.add_argument("--commission", help="Fraction of each fill's notional, default 0.0005.")

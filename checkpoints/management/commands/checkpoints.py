@@ -8,17 +8,19 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from checkpoints.api import CheckpointSerializer, StatsSerializer
+from checkpoints.api import CheckpointSerializer, StatsSerializer, cleanup_reply
 from checkpoints.models import Checkpoint
 from checkpoints.services import (
     MAX_AGE_DAYS,
-    checkpoint_cleanup,
     checkpoint_discard,
     checkpoint_get,
+    checkpoint_maintenance,
     checkpoint_stats,
     checkpoints_expired,
 )
+from operations import registry
 from operations.management.base import ActionCommand, operation_id_argument
+from operations.management.results import figure_lines, resume_hint
 
 
 def human_size(size: int) -> str:
@@ -40,17 +42,23 @@ class Command(ActionCommand):
         listing.add_argument("--older-than-days", type=float, help="Only those older than this.")
         listing.add_argument("--json", action="store_true", help="Print the API's JSON body.")
 
-        show = actions.add_parser("show", help="Show one operation's checkpoint.")
-        show.add_argument("operation_id")
+        show = actions.add_parser("show", help="Show one operation's checkpoint, its metrics so far, and how to "
+                                               "resume from it.")
+        show.add_argument("operation_id", help="The operation whose checkpoint to show.")
         show.add_argument("--json", action="store_true", help="Print the API's JSON body.")
 
         delete = actions.add_parser("delete", help="Delete one operation's checkpoint (asks first).")
-        delete.add_argument("operation_id")
+        delete.add_argument("operation_id", help="The operation whose checkpoint goes.")
         delete.add_argument("--force", action="store_true", help="Do not ask for confirmation.")
+        delete.add_argument("--json", action="store_true",
+                            help="Print what was deleted as JSON (asks no question: give --force).")
 
-        cleanup = actions.add_parser("cleanup", help="Delete checkpoints older than the maximum age.")
+        cleanup = actions.add_parser(
+            "cleanup", help="Delete checkpoints older than the maximum age, and artifact folders no checkpoint "
+                            "points at (older than CHECKPOINT_ORPHAN_GRACE_SECONDS).")
         cleanup.add_argument("--max-age-days", type=float, help="Default: CHECKPOINT_MAX_AGE_DAYS.")
         cleanup.add_argument("--dry-run", action="store_true", help="Only say what would be deleted.")
+        cleanup.add_argument("--json", action="store_true", help="Print the API's JSON body.")
 
         stats = actions.add_parser("stats", help="Count and size of all checkpoints.")
         stats.add_argument("--json", action="store_true", help="Print the API's JSON body.")
@@ -72,7 +80,7 @@ class Command(ActionCommand):
                 f"{checkpoint.created_at:%Y-%m-%d %H:%M:%S}  {human_size(checkpoint.total_size_bytes):>10}  "
                 f"{summary:<16} {'yes' if checkpoint.operation.resumable else 'no'}"
             )
-        self.stdout.write(f"Total: {len(rows)} checkpoints")
+        self.stdout.write(f"Total: {plural(len(rows), 'checkpoint')}")
 
     def handle_show(self, *, operation_id: str, json: bool, **_: Any) -> None:
         checkpoint = checkpoint_get(operation_id_argument(operation_id))
@@ -91,10 +99,17 @@ class Command(ActionCommand):
         ]
         for artifact in checkpoint.manifest:
             lines.append(f"  {artifact['name']:<24} {human_size(artifact['size']):>10}  sha256 {artifact['sha256']}")
+        operation = checkpoint.operation
+        lines += figure_lines("Metrics so far:", registry.checkpoint_summary(operation.operation_type,
+                                                                             checkpoint.state, operation.params))
+        if operation.resumable:
+            lines.append(f"Resume with: {resume_hint(operation.operation_id)}")
         self.stdout.write("\n".join(lines))
 
-    def handle_delete(self, *, operation_id: str, force: bool, **_: Any) -> None:
+    def handle_delete(self, *, operation_id: str, force: bool, json: bool, **_: Any) -> None:
         checkpoint = checkpoint_get(operation_id_argument(operation_id))
+        if json and not force:
+            raise CommandError("--json asks no question: give --force too.")
         if checkpoint.operation.resumable:
             self.stderr.write(
                 self.style.WARNING(
@@ -106,19 +121,29 @@ class Command(ActionCommand):
             answer = input(f"Delete the checkpoint of {operation_id}? [y/N] ") if self.interactive() else ""
             if answer.strip().lower() not in ("y", "yes"):
                 raise CommandError("Not deleted (confirm with 'y', or pass --force).")
+        body = CheckpointSerializer(checkpoint).data
         checkpoint_discard(operation_id)
+        if json:
+            self.write_json({"deleted": body})
+            return
         self.stdout.write(f"Deleted the checkpoint of {operation_id}.")
 
     def interactive(self) -> bool:
         return sys.stdin is not None and sys.stdin.isatty()
 
-    def handle_cleanup(self, *, max_age_days: float | None, dry_run: bool, **_: Any) -> None:
+    def handle_cleanup(self, *, max_age_days: float | None, dry_run: bool, json: bool, **_: Any) -> None:
         age_in_range("--max-age-days", max_age_days)
-        deleted = checkpoint_cleanup(max_age_days=max_age_days, dry_run=dry_run)
+        report = checkpoint_maintenance(max_age_days=max_age_days, dry_run=dry_run)
+        if json:
+            self.write_json(cleanup_reply(report, dry_run=dry_run))
+            return
         verb = "Would delete" if dry_run else "Deleted"
-        for operation_id in deleted:
+        for operation_id in report["expired"]:
             self.stdout.write(f"{verb} the checkpoint of {operation_id}")
-        self.stdout.write(f"{verb} {len(deleted)} checkpoint{'s' if len(deleted) != 1 else ''}.")
+        for folder in report["orphan_folders"]:
+            self.stdout.write(f"{verb} the orphan folder {folder} (no checkpoint points at it)")
+        expired, orphans = len(report["expired"]), len(report["orphan_folders"])
+        self.stdout.write(f"{verb} {plural(expired, 'checkpoint')} and {plural(orphans, 'orphan folder')}.")
 
     def handle_stats(self, *, json: bool, **_: Any) -> None:
         stats = StatsSerializer(checkpoint_stats()).data
@@ -130,6 +155,10 @@ class Command(ActionCommand):
         self.stdout.write(f"Oldest:      {stats['oldest_checkpoint'] or '-'}")
         for kind, count in stats["by_type"].items():
             self.stdout.write(f"  {kind:<13} {count}")
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def age_in_range(option: str, days: float | None) -> None:

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from marketdata.options import add_symbol_and_timeframe
 from marketdata.series import (
     MAX_BARS,
-    TIMEFRAMES,
     MarketDataError,
+    SeriesInfo,
     generate_bars,
     list_series,
     parse_csv,
     series_path,
-    validate_symbol,
-    validate_timeframe,
-    write_series,
+    symbol_of,
 )
+from marketdata.services import SavedSeries, series_save
+
+
+def series_body(info: SeriesInfo) -> dict[str, Any]:
+    return {**asdict(info), "path": str(info.path)}
 
 
 class Command(BaseCommand):
@@ -29,18 +35,27 @@ class Command(BaseCommand):
         actions = parser.add_subparsers(dest="action", required=True, metavar="{generate,import,list}")
 
         generate = actions.add_parser("generate", help="Write a reproducible synthetic series.")
-        generate.add_argument("--symbol", required=True)
-        generate.add_argument("--timeframe", required=True, help=f"one of {', '.join(TIMEFRAMES)}")
-        generate.add_argument("--bars", type=int, required=True)
-        generate.add_argument("--seed", type=int, default=42)
+        add_symbol_and_timeframe(generate)
+        generate.add_argument("--bars", type=int, required=True, help=f"How many bars, 2 to {MAX_BARS:,}.")
+        generate.add_argument("--seed", type=int, default=42, help="The random seed: the same seed, the same bars "
+                                                                   "(default 42).")
         generate.add_argument("--start", help="First bar's date (YYYY-MM-DD), default 2015-01-01.")
+        self.add_write_arguments(generate)
 
         load = actions.add_parser("import", help="Validate a CSV and import it; nothing is written if a line is bad.")
-        load.add_argument("file")
-        load.add_argument("--symbol", required=True)
-        load.add_argument("--timeframe", required=True, help=f"one of {', '.join(TIMEFRAMES)}")
+        load.add_argument("file", help="A CSV file with the columns timestamp, open, high, low, close, volume.")
+        add_symbol_and_timeframe(load)
+        self.add_write_arguments(load)
 
-        actions.add_parser("list", help="List the series available.")
+        listing = actions.add_parser("list", help="List the series available.")
+        listing.add_argument("--json", action="store_true", help="Print the series as JSON.")
+
+    @staticmethod
+    def add_write_arguments(parser: CommandParser) -> None:
+        parser.add_argument("--force", action="store_true",
+                            help="Overwrite the series even though operations used it (their resumes would read "
+                                 "the new bars).")
+        parser.add_argument("--json", action="store_true", help="Print the series written as JSON.")
 
     def handle(self, *args, action: str, **options: Any) -> None:
         try:
@@ -48,9 +63,10 @@ class Command(BaseCommand):
         except MarketDataError as exc:
             raise CommandError(str(exc)) from None
 
-    def handle_generate(self, *, symbol: str, timeframe: str, bars: int, seed: int, start: str | None, **_: Any) -> None:
-        validate_symbol(symbol)
-        validate_timeframe(timeframe)
+    def handle_generate(self, *, symbol: str, timeframe: str, bars: int, seed: int, start: str | None, force: bool,
+                        json: bool, **_: Any) -> None:
+        symbol = symbol_of(symbol)
+        series_path(symbol, timeframe)  # validates both before anything else
         if bars < 2 or bars > MAX_BARS:
             raise CommandError(f"--bars must be between 2 and {MAX_BARS:,}.")
         if seed < 0:
@@ -63,20 +79,35 @@ class Command(BaseCommand):
                 raise CommandError(f"--start {start!r} is not a date (YYYY-MM-DD).") from None
             first = first.astimezone(timezone.utc) if first.tzinfo else first.replace(tzinfo=timezone.utc)
         frame = generate_bars(bars=bars, timeframe=timeframe, seed=seed, start=first)
-        path = write_series(frame, symbol, timeframe)
-        self.stdout.write(
-            f"Generated {bars:,} {timeframe} bars of {symbol} (seed {seed}): {path} "
-            f"({frame['timestamp'].iloc[0]:%Y-%m-%d} .. {frame['timestamp'].iloc[-1]:%Y-%m-%d})"
-        )
+        saved = series_save(frame, symbol, timeframe, force=force)
+        self.report(saved, symbol, timeframe, json=json,
+                    text=f"Generated {bars:,} {timeframe} bars of {symbol} (seed {seed}): {saved.path} "
+                         f"({frame['timestamp'].iloc[0]:%Y-%m-%d} .. {frame['timestamp'].iloc[-1]:%Y-%m-%d})")
 
-    def handle_import(self, *, file: str, symbol: str, timeframe: str, **_: Any) -> None:
+    def handle_import(self, *, file: str, symbol: str, timeframe: str, force: bool, json: bool, **_: Any) -> None:
+        symbol = symbol_of(symbol)
         target = series_path(symbol, timeframe)  # validates both before reading anything
         frame = parse_csv(Path(file))
-        write_series(frame, symbol, timeframe)
-        self.stdout.write(f"Imported {len(frame):,} bars of {symbol} {timeframe} into {target}")
+        saved = series_save(frame, symbol, timeframe, force=force)
+        self.report(saved, symbol, timeframe, json=json,
+                    text=f"Imported {len(frame):,} bars of {symbol} {timeframe} into {target}")
 
-    def handle_list(self, **_: Any) -> None:
+    def report(self, saved: SavedSeries, symbol: str, timeframe: str, *, json: bool, text: str) -> None:
+        if saved.overwritten_use is not None:
+            self.stderr.write(self.style.WARNING(
+                f"Overwrote {symbol} {timeframe}, used by {saved.overwritten_use} (--force): their resumes read the "
+                "new bars."))
+        if json:
+            info = next(info for info in list_series() if (info.symbol, info.timeframe) == (symbol, timeframe))
+            self.write_json(series_body(info))
+        else:
+            self.stdout.write(text)
+
+    def handle_list(self, *, json: bool, **_: Any) -> None:
         series = list_series()
+        if json:
+            self.write_json({"count": len(series), "results": [series_body(info) for info in series]})
+            return
         self.stdout.write(f"{'SYMBOL':<12} {'TIMEFRAME':<9} {'BARS':>10}  {'FROM':<20}  {'TO':<20}  SIZE")
         for info in series:
             self.stdout.write(
@@ -84,3 +115,6 @@ class Command(BaseCommand):
                 f"{info.size_bytes / 1_048_576:.1f} MB"
             )
         self.stdout.write(f"Total: {len(series)} series")
+
+    def write_json(self, body: Any) -> None:
+        self.stdout.write(json.dumps(body, indent=2))

@@ -12,13 +12,15 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser) -> None:
+        parser.add_argument("--json", action="store_true", help="Print what it changed as JSON, by kind of change.")
         parser.add_argument(
             "--force", action="store_true",
             help="Reconcile even though a supervise holds the control loop, taking it from that one (a live one "
                  "stops). For a supervise you know is gone, whose claim has not lapsed yet.",
         )
 
-    def handle(self, *args, force: bool = False, **options) -> None:
+    def handle(self, *args, force: bool = False, json: bool = False, **options) -> None:
         with one_shot_control_loop(self, force=force):
             report = reconcile_startup()
-        write_report(self, report.as_dict(), nothing="Reconcile: nothing was running.", verbosity=options["verbosity"])
+        write_report(self, report.as_dict(), nothing="Reconcile: nothing was running.", verbosity=options["verbosity"],
+                     json=json)

@@ -60,7 +60,7 @@ class Command(BaseCommand):
             )
         counts = {status: sum(worker.status == status for worker in rows) for status in WorkerStatus.values}
         states = ", ".join(f"{count} {status.lower()}" for status, count in counts.items() if count)
-        self.stdout.write(f"Total: {len(rows)} workers" + (f" ({states})" if states else ""))
+        self.stdout.write(f"Total: {len(rows)} worker{'' if len(rows) == 1 else 's'}" + (f" ({states})" if states else ""))
         self.stdout.write(self.control_loop(now))
 
     def control_loop(self, now: datetime) -> str:

@@ -6,13 +6,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 
 from checkpoints.models import position_text
 from operations import selectors
 from operations.api.serializers import OperationDetailSerializer, OperationSerializer
 from operations.management.base import ActionCommand, operation_id_argument
+from operations.exceptions import OperationNotCancellable
 from operations.management.follow import follow as follow_operation
+from operations.management.results import outcome_lines, resume_hint, result_lines
 from operations.models import TERMINAL_STATUSES, OperationStatus, OperationType
 from operations.services.lifecycle import CancelOutcome, operation_cancel
 from runtime.api import ResumedFromSerializer
@@ -37,23 +40,24 @@ class Command(ActionCommand):
         actions = parser.add_subparsers(dest="action", required=True, metavar="{list,status,cancel,resume}")
 
         listing = actions.add_parser("list", help="List operations, newest first.")
-        listing.add_argument("--status", choices=OperationStatus.values)
-        listing.add_argument("--type", dest="operation_type", choices=OperationType.values)
+        listing.add_argument("--status", choices=OperationStatus.values, help="Only the operations in this status.")
+        listing.add_argument("--type", dest="operation_type", choices=OperationType.values,
+                             help="Only the operations of this type.")
         listing.add_argument("--resumable", action="store_true", help="Only CANCELLED or FAILED with a checkpoint.")
         listing.add_argument("--limit", type=int, default=50, help="At most this many rows (default 50).")
         listing.add_argument("--json", action="store_true", help="Print the API's JSON body.")
 
         status = actions.add_parser("status", help="Show one operation and its recent events.")
-        status.add_argument("operation_id")
+        status.add_argument("operation_id", help="The operation to show (op_<type>_<YYYYMMDD>_<HHMMSS>_<8 hex>).")
         status.add_argument("--json", action="store_true", help="Print the API's JSON body.")
 
         cancel = actions.add_parser("cancel", help="Cancel an operation.")
-        cancel.add_argument("operation_id")
+        cancel.add_argument("operation_id", help="The operation to cancel (op_<type>_<YYYYMMDD>_<HHMMSS>_<8 hex>).")
         cancel.add_argument("--follow", action="store_true", help="Wait until the operation has stopped.")
         cancel.add_argument("--json", action="store_true", help="Print the API's JSON body.")
 
         resume = actions.add_parser("resume", help="Resume a CANCELLED or FAILED operation from its checkpoint.")
-        resume.add_argument("operation_id")
+        resume.add_argument("operation_id", help="The operation to resume (op_<type>_<YYYYMMDD>_<HHMMSS>_<8 hex>).")
         resume.add_argument("--follow", action="store_true", help="Wait until the operation has ended.")
         resume.add_argument("--json", action="store_true", help="Print the API's JSON body.")
 
@@ -97,12 +101,13 @@ class Command(ActionCommand):
             self.write_json(body)
             return
         progress = body["progress"]
-        total = progress["total"] if progress["total"] is not None else "?"
+        counted = (f" ({progress['current']:,}/{progress['total']:,} {progress['unit']})"
+                   if progress["total"] is not None else "")
         lines = [
             f"Operation:  {operation.operation_id}",
             f"Type:       {operation.operation_type}",
             f"Status:     {operation.status}",
-            f"Progress:   {operation.progress_percent:.1f}% ({progress['current']}/{total} {progress['unit']})"
+            f"Progress:   {operation.progress_percent:.1f}%{counted}"
             + (f" - {operation.progress_message}" if operation.progress_message else ""),
             f"Worker:     {operation.worker_id or '-'} (attempt {operation.attempt})",
             f"Created:    {body['created_at']}",
@@ -111,7 +116,8 @@ class Command(ActionCommand):
             f"Heartbeat:  {body['last_heartbeat_at'] or '-'}",
         ]
         if operation.cancel_requested_at:
-            lines.append(f"Cancel requested: {body['cancel_requested_at']}")
+            late = " (it completed before its worker acted on it)" if operation.status == OperationStatus.COMPLETED else ""
+            lines.append(f"Cancel requested: {body['cancel_requested_at']}{late}")
         if operation.error_message:
             lines.append(f"Error:      {operation.error_message}")
         restart = body["restart"]
@@ -127,7 +133,8 @@ class Command(ActionCommand):
         else:
             lines.append("Checkpoint: none")
         if operation.resumable:
-            lines.append(f"Resumable:  yes (python manage.py operations resume {operation.operation_id})")
+            lines.append(f"Resumable:  yes ({resume_hint(operation.operation_id)})")
+        lines += result_lines(operation)
         lines.append("Events:")
         for event in body["recent_events"][:10]:
             lines.append(
@@ -139,19 +146,38 @@ class Command(ActionCommand):
     # --- cancel
     def handle_cancel(self, *, operation_id: str, follow: bool, json: bool, **_: Any) -> None:
         operation_id = operation_id_argument(operation_id)
-        outcome = operation_cancel(operation_id=operation_id, actor=CLI_ACTOR)
+        try:
+            outcome = operation_cancel(operation_id=operation_id, actor=CLI_ACTOR)
+        except OperationNotCancellable:
+            operation = selectors.operation_get(operation_id=operation_id)
+            if operation.status != OperationStatus.COMPLETED:
+                raise
+            if not json:
+                self.stdout.write("\n".join(result_lines(operation)))
+            when = f" (at {operation.completed_at:%Y-%m-%d %H:%M:%S})" if operation.completed_at else ""
+            raise CommandError(f"OPERATION_NOT_CANCELLABLE: {operation_id} had already completed{when}, before the "
+                               "cancel arrived.") from None
         if not json:
             self.stdout.write(
                 {
                     CancelOutcome.CANCELLED: f"Operation {operation_id} cancelled.",
-                    CancelOutcome.REQUESTED: f"Cancel requested for {operation_id}; its worker will checkpoint and stop.",
+                    CancelOutcome.REQUESTED: f"Cancel requested for {operation_id}; its worker will checkpoint and stop "
+                                             f"within a heartbeat ({settings.HEARTBEAT_INTERVAL_SECONDS:g} s).",
                     CancelOutcome.ALREADY_REQUESTED: f"Cancel was already requested for {operation_id}.",
                 }[outcome]
             )
         if follow and outcome is not CancelOutcome.CANCELLED:
             self.wait_until_stopped(operation_id, quiet=json)
+        operation = selectors.operation_get(operation_id=operation_id)
         if json:
-            self.write_json(OperationDetailSerializer(selectors.operation_get(operation_id=operation_id)).data)
+            self.write_json(OperationDetailSerializer(operation).data)
+        elif follow and outcome is not CancelOutcome.CANCELLED:
+            self.stdout.write("\n".join(outcome_lines(operation)))
+        elif operation.resumable:
+            self.stdout.write(f"Resume with: {resume_hint(operation_id)}")
+        elif operation.status not in TERMINAL_STATUSES:
+            self.stdout.write(f"Its outcome: python manage.py operations status {operation_id} (--follow waits "
+                              "for it).")
 
     # --- resume
     def handle_resume(self, *, operation_id: str, follow: bool, json: bool, **_: Any) -> None:
@@ -165,7 +191,9 @@ class Command(ActionCommand):
                 f"{' (' + where + ')' if where else ''}."
             )
         if follow:
-            follow_operation(self, operation_id, quiet=json)
+            finished = follow_operation(self, operation_id, quiet=json)
+            if not json:
+                self.stdout.write("\n".join(outcome_lines(finished)))
         if json:
             body = OperationDetailSerializer(selectors.operation_get(operation_id=operation_id)).data
             resumed_from = ResumedFromSerializer(result.resumed_from).data  # the API's formats (dates)
@@ -175,9 +203,9 @@ class Command(ActionCommand):
         last = None
         while True:
             operation = selectors.operation_get(operation_id=operation_id)
+            if operation.status in TERMINAL_STATUSES:
+                return  # how it ended: the caller says
             if operation.status != last and not quiet:
                 self.stdout.write(f"{operation_id}: {operation.status}")
                 last = operation.status
-            if operation.status in TERMINAL_STATUSES:
-                return
             time.sleep(poll_seconds)

@@ -6,7 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from operations.management.starting import add_follow_arguments, add_series_arguments, given_options, start_operation
+from marketdata.options import add_series_arguments
+from operations.management.starting import add_follow_arguments, given_options, start_operation
 from training.services import training_start
 
 OPTION_NAMES = {
