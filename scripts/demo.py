@@ -1,7 +1,10 @@
 #!/usr/bin/env python
 """`make demo`: the product on a bare machine (SQLite, django-q2's ORM broker, no services).
 
-Generates market data with structure a model can learn, starts a worker cluster and the control loop, and:
+It works in the project's data folder (VAR_DIR, `var/` unless set: the folder `make run` serves), so that the
+admin shows its runs afterwards. Into it, it generates market data with structure a model can learn (or keeps the
+demo's own from an earlier run; a series of the same name with other bars is never overwritten), starts a worker
+cluster and the control loop, and:
 
 1. trains a model straight through, and the same model again, cancelled midway and resumed, and compares the two
    tensor for tensor;
@@ -10,21 +13,24 @@ Generates market data with structure a model can learn, starts a worker cluster 
 3. backtests `sma_cross` over a million minute bars straight through, and again cancelled midway and resumed, and
    compares the two trade for trade and point for point.
 
-It prints a summary. Everything it starts, it stops.
+It prints a summary and how to see its runs in the admin. Everything it starts, it stops; it deletes nothing of
+the data folder, so a second run adds its runs beside the first's.
 """
 
 from __future__ import annotations
 
+import filecmp
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_DIR = ROOT / "var" / "demo"
 SYMBOL = "DEMO"
 # Seed 7, as ever in this demo: the series is what it is. With each of the seeds 1 to 7 the same training ends with
 # a validation loss between 0.686 and 0.689 and an accuracy of 54 to 55 %; the model's out-of-sample return varies
@@ -53,10 +59,12 @@ RESUMED_BACKTEST_ARGS = [
     "--symbol", SYMBOL, "--timeframe", "1m", "--strategy", "sma_cross", "--param", "fast=20", "--param", "slow=120",
     "--param", "allow_short=true", "--checkpoint-every", "100000",
 ]
-os.environ.pop("DATABASE_URL", None)  # the embedded default: a SQLite file under VAR_DIR
+# A cluster that heart-beat this recently is running on the same data folder (`make run`, most likely).
+LIVE_CLUSTER_SECONDS = 30
+
+IGNORED_DATABASE_URL = os.environ.pop("DATABASE_URL", None)  # the embedded default: a SQLite file under VAR_DIR
 os.environ.update(
     {
-        "VAR_DIR": str(DEMO_DIR),
         "Q_BROKER": "orm",
         "Q_WORKERS": "1",
         "HEARTBEAT_INTERVAL_SECONDS": "0.1",  # short, so that a cancel lands in a backtest of a second or two
@@ -70,9 +78,21 @@ os.environ.update(
 sys.path.insert(0, str(ROOT))
 
 
-def manage(*args: str, quiet: bool = False) -> str:
+def var_dir() -> Path:
+    """The data folder as the settings read it (VAR_DIR, `var/` unless set): the one `make run` serves."""
+    from django.conf import settings
+
+    return Path(settings.VAR_DIR)
+
+
+def log_dir() -> Path:
+    return var_dir() / "logs"
+
+
+def manage(*args: str, quiet: bool = False, environment: dict[str, str] | None = None) -> str:
     done = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, **(environment or {})},
     )
     if done.returncode != 0:
         sys.exit(f"manage.py {' '.join(args)} failed:\n{done.stderr}")
@@ -82,7 +102,7 @@ def manage(*args: str, quiet: bool = False) -> str:
 
 
 def start(name: str, *args: str) -> subprocess.Popen:
-    log = open(DEMO_DIR / f"{name}.log", "w")
+    log = open(log_dir() / f"demo-{name}.log", "w")
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "scripts"),
                                                                           os.environ.get("PYTHONPATH")]))}
     return subprocess.Popen(
@@ -134,6 +154,49 @@ def cancel(operation_id: str, what: str):
     return cancelled
 
 
+def demo_series(timeframe: str, bars: int) -> None:
+    """The demo's series in DATA_DIR: generated beside it, then moved in when there is none, kept when the one
+    there has the same bytes. One with other bars (a user's, or another version's) is never overwritten: operations
+    over it may still be resumed."""
+    from marketdata.series import series_path
+
+    target = series_path(SYMBOL, timeframe)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=target.parent))  # same file system: the move is a rename
+    try:
+        manage("marketdata", "generate", "--symbol", SYMBOL, "--timeframe", timeframe, "--bars", str(bars),
+               "--seed", SEED, "--autocorrelation", AUTOCORRELATION, quiet=True,
+               environment={"DATA_DIR": str(staging)})
+        generated = staging / target.name
+        if not target.exists():
+            os.replace(generated, target)
+            done = "generated"
+        elif filecmp.cmp(generated, target, shallow=False):
+            done = "already there, the same bytes: kept"
+        else:
+            sys.exit(f"{target} holds other bars than the demo's ({bars:,} {timeframe} bars, seed {SEED}, "
+                     f"autocorrelation {AUTOCORRELATION}). The demo does not overwrite a series: move it away, "
+                     "then run the demo again.")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"  {target}: {bars:,} {timeframe} bars, seed {SEED}, autocorrelation {AUTOCORRELATION} ({done})")
+
+
+def refuse_a_running_cluster() -> None:
+    """Its workers would take the demo's tasks too, with an engine too fast for a cancel to land midway."""
+    from django.utils import timezone
+
+    from operations.models import LIVE_WORKER_STATUSES, Worker, WorkerType
+
+    live = Worker.objects.filter(
+        worker_type=WorkerType.QCLUSTER, status__in=LIVE_WORKER_STATUSES,
+        last_seen_at__gte=timezone.now() - timedelta(seconds=LIVE_CLUSTER_SECONDS),
+    ).values_list("worker_id", flat=True)
+    if live:
+        sys.exit(f"A worker cluster is running on {var_dir()} ({', '.join(live)}; `make run`?). Stop it, then run "
+                 "the demo again: the demo starts its own.")
+
+
 def first_whole_day(moment: str) -> str:
     """The date a backtest of the validation period starts on, as a research session's does: a backtest starts on a
     date, so from the first whole day, never a bar the model was trained on."""
@@ -162,14 +225,12 @@ def period_of(backtest) -> str:
 
 
 def main() -> None:
-    # Before the settings are read: a fresh folder gets its own secret key, which the demo signs its tasks with.
-    shutil.rmtree(DEMO_DIR, ignore_errors=True)
-    DEMO_DIR.mkdir(parents=True)
     import django
 
     django.setup()
     import numpy as np
     import torch
+    from django.contrib.auth import get_user_model
 
     from backtesting.spool import equity_curve_file
     from checkpoints.models import Checkpoint
@@ -178,12 +239,20 @@ def main() -> None:
     from runtime.resume import operation_resume
     from training.artifacts import model_files
 
-    print(f"Demo folder: {DEMO_DIR} (SQLite database, ORM broker, checkpoints, models)")
+    log_dir().mkdir(parents=True, exist_ok=True)
+    print(f"Data folder: {var_dir()} (SQLite database, ORM broker, market data, checkpoints, models), the one "
+          "`make run` serves")
+    if IGNORED_DATABASE_URL:
+        print("  DATABASE_URL is set; the demo ignores it and uses the SQLite file above (`make run` shows the "
+              "demo's runs with DATABASE_URL unset)")
+    earlier = var_dir() / "demo"
+    if earlier.is_dir():
+        print(f"  {earlier} is an earlier version's demo folder; nothing reads it now: delete it when you like")
     manage("migrate", "--noinput", quiet=True)
+    refuse_a_running_cluster()
     print("1. Market data with short-term momentum (docs/market-data.md)")
-    for timeframe, bars in (("1h", TRAINING_BARS), ("1m", BACKTEST_BARS)):
-        manage("marketdata", "generate", "--symbol", SYMBOL, "--timeframe", timeframe, "--bars", str(bars),
-               "--seed", SEED, "--autocorrelation", AUTOCORRELATION)
+    demo_series("1h", TRAINING_BARS)
+    demo_series("1m", BACKTEST_BARS)
 
     # The workers run scripts/demo_settings.py: the engine slowed so that a cancel lands midway.
     cluster = start("qcluster", "qcluster", "--settings", "demo_settings")
@@ -194,7 +263,7 @@ def main() -> None:
         print(f"  {straight_id}")
         straight = wait(straight_id, lambda op: op.status in TERMINAL_STATUSES, "the straight run")
         if straight.status != "COMPLETED":
-            sys.exit(f"the training ended {straight.status}: {straight.error_message}; see {DEMO_DIR}/*.log")
+            sys.exit(f"the training ended {straight.status}: {straight.error_message}; see {log_dir()}/demo-*.log")
 
         print(f"3. The same training, cancelled near epoch {CANCEL_AT_EPOCH}")
         resumed_id = manage("train", *TRAIN_ARGS, quiet=True)
@@ -245,7 +314,7 @@ def main() -> None:
 
     for run in (resumed, model_bt, sma_bt, straight_bt, resumed_bt):
         if run.status != "COMPLETED":
-            sys.exit(f"{run.pk} ended {run.status}: {run.error_message}; see {DEMO_DIR}/*.log")
+            sys.exit(f"{run.pk} ended {run.status}: {run.error_message}; see {log_dir()}/demo-*.log")
     first = torch.load(model_files(straight_id).model, weights_only=True)
     second = torch.load(model_files(resumed_id).model, weights_only=True)
     identical = first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
@@ -293,6 +362,15 @@ def main() -> None:
     print(f"  resumed backtest identical to the straight one (trades, metrics, equity curve): "
           f"{'YES' if same_backtest else 'NO'}")
 
+    python = os.path.relpath(sys.executable, ROOT) if Path(sys.executable).is_relative_to(ROOT) else sys.executable
+    make_run = f"VENV={os.environ['VENV']} make run" if os.environ.get("VENV") else "make run"
+    superusers = list(get_user_model().objects.filter(is_superuser=True).values_list("username", flat=True)[:3])
+    print(f"\nThese runs are in {var_dir()}, beside any earlier ones. To see them in the admin:")
+    print(f"  {make_run}    # web, workers and control loop; Ctrl+C stops them")
+    if not superusers:
+        print(f"  {python} manage.py createsuperuser    # once, in another terminal")
+    print(f"  then open http://127.0.0.1:{os.environ.get('PORT', '8000')}/admin/operations/operation/ and log in as "
+          + (" or ".join(superusers) if superusers else "that user"))
     if not identical or not same_backtest:
         sys.exit(1)
 
