@@ -92,15 +92,14 @@ def log_dir() -> Path:
     return var_dir() / "logs"
 
 
-def manage(*args: str, quiet: bool = False, environment: dict[str, str] | None = None) -> str:
+def manage(*args: str, environment: dict[str, str] | None = None) -> str:
+    """What the command printed (an operation's id, for `train` and `backtest`); its error ends the demo."""
     done = subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, **(environment or {})},
     )
     if done.returncode != 0:
         sys.exit(f"manage.py {' '.join(args)} failed:\n{done.stderr}")
-    if not quiet and done.stdout.strip():
-        print("  " + done.stdout.strip().replace("\n", "\n  "))
     return done.stdout.strip()
 
 
@@ -168,7 +167,7 @@ def demo_series(timeframe: str, bars: int) -> None:
     staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=target.parent))  # same file system: the move is a rename
     try:
         manage("marketdata", "generate", "--symbol", SYMBOL, "--timeframe", timeframe, "--bars", str(bars),
-               "--seed", SEED, "--autocorrelation", AUTOCORRELATION, quiet=True,
+               "--seed", SEED, "--autocorrelation", AUTOCORRELATION,
                environment={"DATA_DIR": str(staging)})
         generated = staging / target.name
         if not target.exists():
@@ -251,7 +250,7 @@ def main() -> None:
     earlier = var_dir() / "demo"
     if earlier.is_dir():
         print(f"  {earlier} is an earlier version's demo folder; nothing reads it now: delete it when you like")
-    manage("migrate", "--noinput", quiet=True)
+    manage("migrate", "--noinput")
     refuse_a_running_cluster()
     print("1. Market data with short-term momentum (docs/market-data.md)")
     demo_series("1h", TRAINING_BARS)
@@ -262,14 +261,14 @@ def main() -> None:
     control_loop = start("supervise", "supervise")
     try:
         print("2. A worker cluster and the control loop are running; training straight through")
-        straight_id = manage("train", *TRAIN_ARGS, quiet=True)
+        straight_id = manage("train", *TRAIN_ARGS)
         print(f"  {straight_id}")
         straight = wait(straight_id, lambda op: op.status in TERMINAL_STATUSES, "the straight run")
         if straight.status != "COMPLETED":
             sys.exit(f"the training ended {straight.status}: {straight.error_message}; see {log_dir()}/demo-*.log")
 
         print(f"3. The same training, cancelled near epoch {CANCEL_AT_EPOCH}")
-        resumed_id = manage("train", *TRAIN_ARGS, quiet=True)
+        resumed_id = manage("train", *TRAIN_ARGS)
         print(f"  {resumed_id}")
         wait(resumed_id, lambda op: op.status in TERMINAL_STATUSES or op.progress_current >= CANCEL_AT_EPOCH,
              f"epoch {CANCEL_AT_EPOCH}")
@@ -289,9 +288,8 @@ def main() -> None:
         print(f"5. The model's signals (the model strategy) and sma_cross over the bars it was not trained on (the "
               f"validation period, from {out_of_sample})")
         period = ["--symbol", SYMBOL, "--timeframe", "1h", "--start", out_of_sample]
-        model_bt_id = manage("backtest", *period, "--strategy", "model", "--model", straight_id, *MODEL_PARAMS,
-                             quiet=True)
-        sma_bt_id = manage("backtest", *period, "--strategy", "sma_cross", *SMA_CROSS_PARAMS, quiet=True)
+        model_bt_id = manage("backtest", *period, "--strategy", "model", "--model", straight_id, *MODEL_PARAMS)
+        sma_bt_id = manage("backtest", *period, "--strategy", "sma_cross", *SMA_CROSS_PARAMS)
         print(f"  {model_bt_id} (model), then {sma_bt_id} (sma_cross)")
         model_bt = wait(model_bt_id, lambda op: op.status in TERMINAL_STATUSES, "the model backtest")
         sma_bt = wait(sma_bt_id, lambda op: op.status in TERMINAL_STATUSES, "the sma_cross backtest")
@@ -299,10 +297,10 @@ def main() -> None:
         print(f"6. A backtest over {BACKTEST_BARS:,} one-minute bars, straight through (the demo's workers slow "
               "the engine to about 200,000 bars/s so that a cancel can land midway; `make bench` measures its "
               "real speed)")
-        straight_bt_id = manage("backtest", *RESUMED_BACKTEST_ARGS, quiet=True)
+        straight_bt_id = manage("backtest", *RESUMED_BACKTEST_ARGS)
         straight_bt = wait(straight_bt_id, lambda op: op.status in TERMINAL_STATUSES, "the straight backtest")
         print(f"7. The same backtest, cancelled near {CANCEL_AT_PERCENT}%")
-        resumed_bt_id = manage("backtest", *RESUMED_BACKTEST_ARGS, quiet=True)
+        resumed_bt_id = manage("backtest", *RESUMED_BACKTEST_ARGS)
         wait(resumed_bt_id, lambda op: op.status in TERMINAL_STATUSES or op.progress_percent >= CANCEL_AT_PERCENT,
              f"{CANCEL_AT_PERCENT}% of the backtest")
         cancel(resumed_bt_id, "backtest")
