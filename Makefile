@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 .PHONY: help install demo bench lint test test-fast test-process test-resilience run migrate
 
 help:
-	@echo "make demo      train, cancel, resume and compare on a bare machine (SQLite, no services)"
+	@echo "make demo      train, backtest out of sample, cancel, resume and compare on a bare machine (SQLite under var/, no services)"
 	@echo "make test      the import contracts (make lint), then the whole test suite against PostgreSQL (DATABASE_URL, default 127.0.0.1:5432)"
 	@echo "make bench     training checkpoint cost; backtest engine speed and checkpoint cost; load; failover (PostgreSQL)"
 	@echo "make run       web + qcluster + supervise together; Ctrl+C stops all three"

@@ -37,6 +37,13 @@ TIMEFRAMES = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86
 MAX_BARS = 50_000_000
 
 
+# A generated series' lag-one autocorrelation is at most this far from 0. Real markets' returns show a few hundredths
+# at most; half of each shock carried into the next bar is already far beyond, and far from 1, where the series
+# would stop being stationary.
+MAX_AUTOCORRELATION = 0.5
+_AUTOCORRELATION_CHUNK_BARS = 1_000_000  # bars turned into a Python list at a time (_autocorrelated)
+
+
 class MarketDataError(ValueError):
     """Bad market data or a bad request for it; the message names the line, field or value."""
 
@@ -142,13 +149,24 @@ def bars_between(symbol: str, timeframe: str, start: str | None = None, end: str
                       series_start=_iso(times[0]) if len(times) else "", series_end=_iso(times[-1]) if len(times) else "")
 
 
-def generate_bars(*, bars: int, timeframe: str, seed: int = 42, start: datetime | None = None) -> pd.DataFrame:
+def generate_bars(
+    *, bars: int, timeframe: str, seed: int = 42, start: datetime | None = None, autocorrelation: float = 0.0
+) -> pd.DataFrame:
     """A reproducible synthetic series: log-returns with a slow drift and volatility that changes by regime.
+
+    Without `autocorrelation` no bar's direction can be told from the bars before it (beyond the slow drift). With
+    it, each bar's random shock carries that fraction of the previous bar's (`_autocorrelated`): within a volatility
+    regime the returns' lag-one autocorrelation is that number, positive for short-term momentum, negative for
+    short-term reversal, at the same volatility; structure a model can learn from the bars it sees. The seed gives
+    the same shocks either way, and 0 gives exactly the series without it.
 
     The same arguments always give the same bars (numpy's seeded Generator).
     """
     if bars < 2:
         raise MarketDataError("bars must be at least 2")
+    if not -MAX_AUTOCORRELATION <= autocorrelation <= MAX_AUTOCORRELATION:  # NaN fails both comparisons
+        raise MarketDataError(f"autocorrelation {autocorrelation!r} is invalid: use a number from "
+                              f"-{MAX_AUTOCORRELATION} to {MAX_AUTOCORRELATION} (0: none)")
     step = TIMEFRAMES[validate_timeframe(timeframe)]
     rng = np.random.default_rng(seed)
     # Volatility regimes of random length (calm, normal, stormy), per bar.
@@ -160,7 +178,10 @@ def generate_bars(*, bars: int, timeframe: str, seed: int = 42, start: datetime 
         vol[i : i + length] = regime_vols[rng.integers(0, 3)]
         i += length
     drift = 0.00002 * math.sqrt(step / 3600) + 0.00005 * np.sin(np.arange(bars) / 5000.0)
-    returns = drift + vol * rng.standard_normal(bars)
+    shocks = rng.standard_normal(bars)
+    if autocorrelation:
+        shocks = _autocorrelated(shocks, autocorrelation)
+    returns = drift + vol * shocks
     close = 100.0 * np.exp(np.cumsum(returns))
     open_ = np.concatenate([[100.0], close[:-1]]) * np.exp(vol * 0.1 * rng.standard_normal(bars))
     spread = np.abs(vol * rng.standard_normal(bars)) * close
@@ -179,6 +200,25 @@ def generate_bars(*, bars: int, timeframe: str, seed: int = 42, start: datetime 
             "volume": volume,
         }
     )
+
+
+def _autocorrelated(shocks: np.ndarray, autocorrelation: float) -> np.ndarray:
+    """The shocks made an AR(1) of unit variance: z[0] = shocks[0], z[t] = a * z[t-1] + sqrt(1 - a²) * shocks[t].
+
+    z[0] has the variance of every later z already, so the series is stationary from its first bar. Each value
+    depends on the one before, so this is a loop; over chunks, so that a long series never becomes one Python list
+    (a million bars take a few tenths of a second).
+    """
+    scale = math.sqrt(1.0 - autocorrelation * autocorrelation)
+    correlated = np.empty_like(shocks)
+    previous = correlated[0] = float(shocks[0])
+    for begin in range(1, len(shocks), _AUTOCORRELATION_CHUNK_BARS):
+        chunk = shocks[begin : begin + _AUTOCORRELATION_CHUNK_BARS].tolist()
+        for index, shock in enumerate(chunk):
+            previous = autocorrelation * previous + scale * shock
+            chunk[index] = previous
+        correlated[begin : begin + len(chunk)] = chunk
+    return correlated
 
 
 def write_series(frame: pd.DataFrame, symbol: str, timeframe: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from io import StringIO
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from django.core.management import CommandError, call_command
@@ -97,6 +99,79 @@ def test_generate_start_with_an_offset_is_converted_to_utc(data_dir):
     assert read_rows(data_dir / "SYN_1h.csv")[0]["timestamp"] == "2020-01-01T00:00:00Z"
 
 
+# The plain series' bytes as generated before `--autocorrelation` existed, and since: tests elsewhere (and the
+# strategies' and engine's expected trades) depend on them.
+PLAIN_SERIES_SHA256 = [
+    ("1h", 1000, 42, "c98bdad84ef4b1f78828287dd4fe1ef85636f0887546fb2dd868cc933d9a37dd"),
+    ("1m", 3000, 7, "035fa2f062c31af1840c0f258454980194ac08662587a9ede253c1b391ba5126"),
+]
+
+
+@pytest.mark.parametrize(("timeframe", "bars", "seed", "sha256"), PLAIN_SERIES_SHA256)
+def test_the_plain_series_is_unchanged_byte_for_byte(data_dir, timeframe, bars, seed, sha256):
+    path = data_dir / f"SYN_{timeframe}.csv"
+    generate("SYN", timeframe, bars, "--seed", str(seed))
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+    generate("SYN", timeframe, bars, "--seed", str(seed), "--autocorrelation", "0")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+
+
+def test_an_autocorrelated_series_is_reproducible_from_its_seed(data_dir):
+    path = data_dir / "SYN_1h.csv"
+    output = generate("SYN", "1h", 2000, "--seed", "7", "--autocorrelation", "0.15")
+    assert "(seed 7, autocorrelation 0.15)" in output
+    first = path.read_bytes()
+    generate("SYN", "1h", 2000, "--seed", "7", "--autocorrelation", "0.15")
+    assert path.read_bytes() == first
+    for other in (["--seed", "8", "--autocorrelation", "0.15"], ["--seed", "7", "--autocorrelation", "0.1"],
+                  ["--seed", "7"]):
+        generate("SYN", "1h", 2000, *other)
+        assert path.read_bytes() != first, other
+    assert sorted(p.name for p in data_dir.iterdir()) == [".SYN_1h.times.npz", "SYN_1h.csv"]
+
+
+def log_returns(frame: pd.DataFrame) -> np.ndarray:
+    return np.diff(np.log(frame["close"].to_numpy()))
+
+
+def lag_one(values: np.ndarray) -> float:
+    return float(np.corrcoef(values[1:], values[:-1])[0, 1])
+
+
+@pytest.mark.parametrize("autocorrelation", [0.15, -0.15])
+def test_the_autocorrelation_is_in_the_returns_at_the_same_volatility(autocorrelation):
+    # 100,000 bars measure a lag-one autocorrelation within about 0.005 (more than 1/sqrt(bars): the stormy regimes
+    # weigh most in it).
+    plain = series.generate_bars(bars=100_000, timeframe="1h", seed=11)
+    structured = series.generate_bars(bars=100_000, timeframe="1h", seed=11, autocorrelation=autocorrelation)
+    assert abs(lag_one(log_returns(plain))) < 0.02
+    assert lag_one(log_returns(structured)) == pytest.approx(autocorrelation, abs=0.02)
+    assert log_returns(structured).std() == pytest.approx(log_returns(plain).std(), rel=0.02)
+    # The seed's other draws are the same: the shocks are correlated, nothing else moved.
+    assert structured["volume"].equals(plain["volume"])
+    assert structured["timestamp"].equals(plain["timestamp"])
+
+
+def test_with_momentum_the_last_bar_tells_the_next_ones_direction():
+    """The simplest predictor, "the next bar moves the way the last one did", is right half the time on the plain
+    series, and well above half with momentum (0.5 + arcsin(0.15) / pi = 54.8 % for a Gaussian AR(1))."""
+
+    def hit_rate(frame: pd.DataFrame) -> float:
+        returns = log_returns(frame)
+        return float(np.mean(np.sign(returns[1:]) == np.sign(returns[:-1])))
+
+    plain = series.generate_bars(bars=100_000, timeframe="1h", seed=12)
+    momentum = series.generate_bars(bars=100_000, timeframe="1h", seed=12, autocorrelation=0.15)
+    assert hit_rate(plain) == pytest.approx(0.5, abs=0.01)
+    assert hit_rate(momentum) > 0.535
+
+
+@pytest.mark.parametrize("autocorrelation", [0.5000001, -0.6, 1.0, float("nan"), float("inf")])
+def test_generate_bars_refuses_an_autocorrelation_out_of_range(autocorrelation):
+    with pytest.raises(MarketDataError, match="autocorrelation .* is invalid: use a number from -0.5 to 0.5"):
+        series.generate_bars(bars=100, timeframe="1h", autocorrelation=autocorrelation)
+
+
 @pytest.mark.parametrize(
     ("args", "named"),
     [
@@ -106,6 +181,14 @@ def test_generate_start_with_an_offset_is_converted_to_utc(data_dir):
         (["--symbol", "SYN", "--timeframe", "1h", "--bars", "1"], "--bars"),
         (["--symbol", "SYN", "--timeframe", "1h", "--bars", "100", "--seed", "-1"], "--seed"),
         (["--symbol", "SYN", "--timeframe", "1h", "--bars", "100", "--start", "yesterday"], "--start 'yesterday'"),
+        (["--symbol", "SYN", "--timeframe", "1h", "--bars", "100", "--autocorrelation", "0.6"],
+         "--autocorrelation 0.6 is invalid: use a number from -0.5 to 0.5"),
+        (["--symbol", "SYN", "--timeframe", "1h", "--bars", "100", "--autocorrelation", "-0.51"],
+         "--autocorrelation -0.51 is invalid"),
+        (["--symbol", "SYN", "--timeframe", "1h", "--bars", "100", "--autocorrelation", "nan"],
+         "--autocorrelation nan is invalid"),
+        (["--symbol", "SYN", "--timeframe", "1h", "--bars", "100", "--autocorrelation", "strong"],
+         "--autocorrelation: invalid float value: 'strong'"),
     ],
 )
 def test_generate_refuses_bad_options_by_name(data_dir, tmp_path, args, named):

@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from marketdata.options import add_symbol_and_timeframe
 from marketdata.series import (
+    MAX_AUTOCORRELATION,
     MAX_BARS,
     MarketDataError,
     SeriesInfo,
@@ -34,12 +35,22 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         actions = parser.add_subparsers(dest="action", required=True, metavar="{generate,import,list}")
 
-        generate = actions.add_parser("generate", help="Write a reproducible synthetic series.")
+        generate = actions.add_parser(
+            "generate", help="Write a reproducible synthetic series: the same options always give the same bars."
+        )
         add_symbol_and_timeframe(generate)
         generate.add_argument("--bars", type=int, required=True, help=f"How many bars, 2 to {MAX_BARS:,}.")
         generate.add_argument("--seed", type=int, default=42, help="The random seed: the same seed, the same bars "
                                                                    "(default 42).")
         generate.add_argument("--start", help="First bar's date (YYYY-MM-DD), default 2015-01-01.")
+        generate.add_argument(
+            "--autocorrelation", type=float, default=0.0, metavar="A",
+            help=f"Structure a model can learn: each bar's random shock carries A times the previous bar's, so the "
+                 f"returns' lag-one autocorrelation is A (within a volatility regime) at the same volatility. "
+                 f"Positive: short-term momentum; negative: short-term reversal; from -{MAX_AUTOCORRELATION} to "
+                 f"{MAX_AUTOCORRELATION}. Default 0: none, no bar's direction can be told from the bars before it. "
+                 f"Real markets show a few hundredths at most.",
+        )
         self.add_write_arguments(generate)
 
         load = actions.add_parser("import", help="Validate a CSV and import it; nothing is written if a line is bad.")
@@ -63,14 +74,17 @@ class Command(BaseCommand):
         except MarketDataError as exc:
             raise CommandError(str(exc)) from None
 
-    def handle_generate(self, *, symbol: str, timeframe: str, bars: int, seed: int, start: str | None, force: bool,
-                        json: bool, **_: Any) -> None:
+    def handle_generate(self, *, symbol: str, timeframe: str, bars: int, seed: int, start: str | None,
+                        autocorrelation: float, force: bool, json: bool, **_: Any) -> None:
         symbol = symbol_of(symbol)
         series_path(symbol, timeframe)  # validates both before anything else
         if bars < 2 or bars > MAX_BARS:
             raise CommandError(f"--bars must be between 2 and {MAX_BARS:,}.")
         if seed < 0:
             raise CommandError("--seed must not be negative.")  # numpy's generator refuses it
+        if not -MAX_AUTOCORRELATION <= autocorrelation <= MAX_AUTOCORRELATION:  # NaN fails both comparisons
+            raise CommandError(f"--autocorrelation {autocorrelation:g} is invalid: use a number from "
+                               f"-{MAX_AUTOCORRELATION} to {MAX_AUTOCORRELATION} (0: none).")
         first = None
         if start:
             try:
@@ -78,10 +92,11 @@ class Command(BaseCommand):
             except ValueError:
                 raise CommandError(f"--start {start!r} is not a date (YYYY-MM-DD).") from None
             first = first.astimezone(timezone.utc) if first.tzinfo else first.replace(tzinfo=timezone.utc)
-        frame = generate_bars(bars=bars, timeframe=timeframe, seed=seed, start=first)
+        frame = generate_bars(bars=bars, timeframe=timeframe, seed=seed, start=first, autocorrelation=autocorrelation)
         saved = series_save(frame, symbol, timeframe, force=force)
+        structure = f", autocorrelation {autocorrelation:g}" if autocorrelation else ""
         self.report(saved, symbol, timeframe, json=json,
-                    text=f"Generated {bars:,} {timeframe} bars of {symbol} (seed {seed}): {saved.path} "
+                    text=f"Generated {bars:,} {timeframe} bars of {symbol} (seed {seed}{structure}): {saved.path} "
                          f"({frame['timestamp'].iloc[0]:%Y-%m-%d} .. {frame['timestamp'].iloc[-1]:%Y-%m-%d})")
 
     def handle_import(self, *, file: str, symbol: str, timeframe: str, force: bool, json: bool, **_: Any) -> None:
