@@ -1,4 +1,5 @@
-"""What a backtest's admin page shows: its equity beside buy-and-hold, and its drawdown, over the data's dates."""
+"""What a backtest's admin page shows: its equity beside buy-and-hold, and its drawdown, over the data's dates.
+Its trades have a page of their own (backtesting/trades.py), linked from it."""
 
 from __future__ import annotations
 

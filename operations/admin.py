@@ -9,6 +9,7 @@ from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
@@ -218,6 +219,8 @@ class OperationAdmin(admin.ModelAdmin):
         view = self.admin_site.admin_view
         return [
             path("<path:object_id>/result/raw/", view(self.raw_result_view), name="operations_operation_raw_result"),
+            path("<path:object_id>/result/<slug:slug>/", view(self.result_page_view),
+                 name="operations_operation_result_page"),
             *super().get_urls(),
         ]
 
@@ -229,8 +232,8 @@ class OperationAdmin(admin.ModelAdmin):
 
     def result_context(self, operation: Operation) -> dict:
         """What the page shows of the result, above the fields: its figures (the same as the API's and the
-        command line's), its type's charts and panel, and a link to the raw result. Only the keys of the result
-        these read are loaded."""
+        command line's), its type's charts and panel, and links to the pages of its larger parts and to the
+        raw result. Only the keys of the result these read are loaded."""
         result = selectors.result_parts(operation.pk, registry.detail_reads(operation.operation_type))
         context = {
             "figures": registry.result_summary(operation.operation_type, result, operation.params),
@@ -239,10 +242,14 @@ class OperationAdmin(admin.ModelAdmin):
         }
         if result is not None:
             context["raw_result_url"] = reverse("admin:operations_operation_raw_result", args=[quote(operation.pk)])
+            context["result_links"] = [
+                (page.title, reverse("admin:operations_operation_result_page", args=[quote(operation.pk), page.slug]))
+                for page in registry.result_pages(operation.operation_type)
+            ]
         return context
 
     def visible_operation(self, request: HttpRequest, object_id: str) -> Operation:
-        """The operation of its raw result: the admin's view permission first (403, as the admin's own
+        """The operation of a page of its result: the admin's view permission first (403, as the admin's own
         pages answer), then the same rule as its change page (another user's operation is missing: 404)."""
         if not self.has_view_permission(request):
             raise PermissionDenied
@@ -259,6 +266,29 @@ class OperationAdmin(admin.ModelAdmin):
             raise Http404(f"Operation {operation.pk} has no result yet.")
         return HttpResponse(text, content_type="application/json",
                             headers={"Content-Disposition": f'inline; filename="{operation.pk}-result.json"'})
+
+    def result_page_view(self, request: HttpRequest, object_id: str, slug: str) -> HttpResponse:
+        """A page of a part of the result (a backtest's trades), from the query string it names; a query it
+        cannot answer is a 400 that says why."""
+        operation = self.visible_operation(request, object_id)
+        page = registry.result_page(operation.operation_type, slug)
+        if page is None:
+            raise Http404(f"A {operation.operation_type} operation has no result page {slug!r}.")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": operation,
+            "title": f"{page.title} of {operation.pk}",
+            "page_title": page.title,
+            "raw_result_url": reverse("admin:operations_operation_raw_result", args=[quote(operation.pk)]),
+        }
+        status = 200
+        try:
+            context.update(page.context(operation, request.GET))
+        except registry.ResultPageError as exc:
+            context["error"], status = str(exc), 400
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, page.template, context, status=status)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # operations are created through the API and the command line

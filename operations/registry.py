@@ -10,7 +10,7 @@ and what an operation's admin page shows of its domain.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from django.db import InterfaceError, OperationalError
@@ -134,7 +134,7 @@ def has_checkpoint(operation_id: str) -> bool:
     return bool(_checkpoint_probe and _checkpoint_probe(operation_id))
 
 
-# --- what an operation's admin page shows of its domain (charts, a session's phase)
+# --- what an operation's admin page shows of its domain (charts, a session's phase), and its result's own pages
 @dataclass(frozen=True)
 class DetailPanel:
     panel: Callable[[object, dict], dict]  # (operation, the keys of its result it reads) -> template context
@@ -174,6 +174,41 @@ def detail_panel(operation, result: dict) -> dict:
             '<p class="errornote">This {} result does not have the shape this version writes ({}): no chart; '
             "see the raw result.</p>", operation.operation_type, type(exc).__name__,
         )}
+
+
+class ResultPageError(ValueError):
+    """A request a result page cannot answer (a page past the last, a column it does not sort by): the page
+    answers 400 with this message, which names the parameter and what it accepts."""
+
+
+@dataclass(frozen=True)
+class ResultPage:
+    """A page of its own for a part of a result too large for the operation's page (a backtest's trades),
+    under the operation's admin URL (`.../<id>/result/<slug>/`), behind the admin's permissions."""
+
+    slug: str
+    title: str  # its link on the operation's page
+    template: str  # extends admin/operations/operation/result_page.html
+    context: Callable[[object, Mapping[str, str]], dict]  # (operation, the query string) -> template context
+
+
+_result_pages: dict[str, dict[str, ResultPage]] = {}
+
+
+def register_result_page(operation_type: str, slug: str, *, title: str, template: str,
+                         context: Callable[[object, Mapping[str, str]], dict]) -> None:
+    """`context(operation, query)` reads what it shows itself (from the database, never the whole result) and
+    raises ResultPageError for a query it cannot answer."""
+    _result_pages.setdefault(operation_type, {})[slug] = ResultPage(slug=slug, title=title, template=template,
+                                                                    context=context)
+
+
+def result_pages(operation_type: str) -> list[ResultPage]:
+    return list(_result_pages.get(operation_type, {}).values())
+
+
+def result_page(operation_type: str, slug: str) -> ResultPage | None:
+    return _result_pages.get(operation_type, {}).get(slug)
 
 
 # --- an operation's result in a few figures (operations/summaries.py): the API's lists, the CLI, the admin

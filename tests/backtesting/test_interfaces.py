@@ -426,8 +426,12 @@ def change_url(operation: Operation) -> str:
     return reverse("admin:operations_operation_change", args=[quote(operation.pk)])
 
 
+def trades_url(operation: Operation) -> str:
+    return reverse("admin:operations_operation_result_page", args=[quote(operation.pk), "trades"])
+
+
 @pytest.mark.django_db(transaction=True)
-def test_admin_page_of_a_completed_backtest_shows_its_figures_and_charts(
+def test_admin_page_of_a_completed_backtest_shows_its_figures_charts_and_a_link_to_its_trades(
         market, stopper, admin_client):
     operation_id = start_backtest(params={"fast": 3, "slow": 8, "allow_short": True})
     assert stopper.run(operation_id) == "completed"
@@ -450,7 +454,11 @@ def test_admin_page_of_a_completed_backtest_shows_its_figures_and_charts(
     for figure in ("Total return", "Buy-and-hold return", "Sharpe ratio", "Maximum drawdown", "Trades", "Win rate"):
         assert f"<dt>{figure}</dt>" in body, figure
     trades = result["trades"]
-    assert len(trades) > 10 and trades[0]["entry_time"] not in body  # no trades on the page
+    assert len(trades) > 10 and trades_url(operation) in body
+    assert trades[0]["entry_time"] not in body  # the trades are on their own page
+
+    listed = admin_client.get(trades_url(operation)).content.decode()
+    assert f"of {len(trades):,}" in listed and trades[0]["entry_time"].replace("T", " ").removesuffix("Z") in listed
 
 
 @pytest.mark.django_db
@@ -462,6 +470,8 @@ def test_admin_page_of_a_backtest_without_trades(admin_client):
     )
     body = admin_client.get(change_url(operation)).content.decode()
     assert len(chart_data(body)) == 1  # a result written before the drawdown was: the equity alone
+    listed = admin_client.get(trades_url(operation)).content.decode()
+    assert "This backtest closed no trades." in listed and "No trades." in listed
 
 
 @pytest.mark.django_db
@@ -470,7 +480,7 @@ def test_admin_page_of_a_pending_backtest_has_no_chart(admin_client):
     page = admin_client.get(change_url(operation))
     assert page.status_code == 200
     assert chart_data(page.content.decode()) == [] and "Equity curve" not in page.content.decode()
-    assert "raw result" not in page.content.decode()  # no result yet
+    assert trades_url(operation) not in page.content.decode()  # no result, no trades
 
 
 @pytest.mark.django_db
@@ -481,7 +491,7 @@ def test_admin_page_of_a_training_still_shows_its_loss_curves(admin_client):
     (loss,) = chart_data(body)
     assert loss["title"] == "Loss per epoch"
     assert [series["label"] for series in loss["series"]] == ["train loss", "validation loss"]
-    assert "Equity curve" not in body
+    assert "Equity curve" not in body and "/result/trades/" not in body
 
 
 @pytest.mark.django_db(transaction=True)

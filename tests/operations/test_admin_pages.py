@@ -66,6 +66,7 @@ def test_a_backtests_page_shows_its_figures_with_their_units_and_not_its_raw_res
     assert "-0.8335994209353337" not in body  # no raw float
     assert result["trades"][0]["entry_time"] not in body and '"trades"' not in body  # no trades, no JSON wall
     assert f'href="{raw_url(operation)}"' in body
+    assert "/result/trades/" in body
     assert body.index("<dt>Total return</dt>") < body.index("Equity curve") < body.index("Operation id")
 
 
