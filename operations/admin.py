@@ -12,6 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 
 from operations import permissions, registry, selectors
 from operations.api.throttling import LoginAttempts
@@ -84,8 +85,7 @@ class OperationEventInline(admin.TabularInline):
 @admin.register(Operation)
 class OperationAdmin(admin.ModelAdmin):
     list_display = [
-        "operation_id",
-        "operation_type",
+        "operation",  # its type is in its id, and in the filters
         "status",
         "progress",
         "checkpoint_summary",
@@ -94,6 +94,7 @@ class OperationAdmin(admin.ModelAdmin):
         "worker",
         "created_at",
         "last_heartbeat_at",
+        "error",
     ]
     list_filter = ["status", "operation_type", ResumableFilter, "is_backend_local", "worker"]
     search_fields = ["operation_id"]
@@ -186,6 +187,25 @@ class OperationAdmin(admin.ModelAdmin):
     def restart_decision(self, operation: Operation) -> str:
         return restart_summary(operation)["text"] or "-"
 
+    @admin.display(description="operation", ordering="operation_id")
+    def operation(self, operation: Operation) -> str:
+        """Its id, breakable between its parts ("op_" / "training_" / "20261127_" / "054037_" / "a3865045", a
+        type's own "_" kept): a narrow column wraps it instead of growing to its whole length."""
+        parts = operation.pk.rsplit("_", 3)
+        if len(parts) != 4 or not parts[0].startswith("op_"):
+            return operation.pk
+        prefix, day, moment, suffix = parts
+        return format_html('<span class="op-id" title="{}">op_<wbr>{}_<wbr>{}_<wbr>{}_<wbr>{}</span>', operation.pk,
+                           prefix.removeprefix("op_"), day, moment, suffix)
+
+    @admin.display(description="error")
+    def error(self, operation: Operation) -> str:
+        """The start of a run's error; all of it when the pointer rests on it, and on the operation's page."""
+        if not operation.error_message:
+            return "-"
+        return format_html('<span class="op-error" title="{}">{}</span>', operation.error_message,
+                           Truncator(operation.error_message).chars(90))
+
     @admin.display(description="parameters")
     def parameters(self, operation: Operation) -> str:
         params = operation.params if isinstance(operation.params, dict) else {"(not an object)": operation.params}
@@ -209,6 +229,11 @@ class OperationAdmin(admin.ModelAdmin):
         size = (summary["state_size_bytes"] + summary["artifacts_size_bytes"]) / 1_048_576
         text = f"{summary['checkpoint_type']}{' · ' + where if where else ''} · {size:.1f} MB"
         return format_html("{}{}", text, " · resumable" if operation.resumable else "")
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        # Ten columns beside the filters: with the navigation sidebar too, a 1400 px window would clip them (the
+        # breadcrumbs and the admin's home lead everywhere it does).
+        return super().changelist_view(request, {"is_nav_sidebar_enabled": False, **(extra_context or {})})
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Operation]:
         # Never the result: a backtest's is megabytes (its trades). The list shows none of it, and the page

@@ -1,11 +1,13 @@
 """An operation's admin page made for reading: the result's figures with their units at the top, charts, the
-parameters in a table, the raw result only behind a link; the page loads only the part of a result it shows."""
+parameters in a table, the raw result only behind a link; the page loads only the part of a result it shows.
+The operations list: times to the second, the error of a failed run, and never a result."""
 
 from __future__ import annotations
 
 import json
 import re
 import time
+from datetime import datetime, timezone
 
 import pytest
 from django.contrib.admin.utils import quote
@@ -14,7 +16,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from operations.models import Operation
+from operations.models import Operation, OperationEvent
 from operations.models import OperationStatus as S
 from tests.factories import OperationFactory, UserFactory, ViewOnlyStaffFactory
 from tests.support.pages import chart_data
@@ -22,6 +24,7 @@ from tests.support.results import backtest_result, training_result
 
 pytestmark = pytest.mark.django_db
 
+CHANGELIST = reverse("admin:operations_operation_changelist")
 BACKTEST_PARAMS = {"symbol": "SYN", "timeframe": "1h", "start": None, "strategy": "sma_cross",
                    "strategy_params": {"fast": 3, "slow": 8, "allow_short": True}, "initial_cash": 100_000.0,
                    "commission": 0.00002}
@@ -191,3 +194,53 @@ def test_the_raw_result_follows_the_admins_permissions():
     assert logged_in(UserFactory(is_staff=True)).get(raw_url(own)).status_code == 403  # no view permission
     anonymous = Client().get(raw_url(own))
     assert anonymous.status_code == 302 and anonymous["Location"].startswith(reverse("admin:login"))
+
+
+# --- the list
+
+def test_the_list_shows_a_failed_runs_error_its_start_in_the_column_all_of_it_on_hover(admin_client):
+    error = "ValueError: too little data to backtest: 1 bar(s) in the range; " + "import more bars. " * 10
+    OperationFactory(status=S.FAILED, error_message=error)
+
+    body = admin_client.get(CHANGELIST).content.decode()
+
+    cell = re.search(r'<td class="field-error"><span class="op-error" title="([^"]*)">([^<]*)</span></td>', body)
+    assert cell is not None
+    assert cell.group(1) == error
+    assert cell.group(2).startswith("ValueError: too little data") and cell.group(2).endswith("…")
+    assert len(cell.group(2)) <= 90
+
+
+def test_the_list_and_the_events_show_times_to_the_second(admin_client):
+    at = datetime(2026, 11, 27, 14, 4, 7, tzinfo=timezone.utc)
+    operation = OperationFactory(created_at=at)
+    for second in (7, 8, 9):
+        OperationEvent.objects.create(operation=operation, from_status=S.PENDING, to_status=S.PENDING,
+                                      reason=f"event {second}", actor="test", at=at.replace(second=second))
+
+    listing = admin_client.get(CHANGELIST).content.decode()
+    page = admin_client.get(change_url(operation)).content.decode()
+
+    assert "2026-11-27 14:04:07" in listing
+    assert all(f"2026-11-27 14:04:0{second}" in page for second in (7, 8, 9))
+    assert "p.m." not in listing + page
+
+
+def test_the_list_never_loads_a_result(admin_client):
+    completed("backtesting", backtest_result(trades=2_000))
+    completed("training", training_result())
+
+    with CaptureQueriesContext(connection) as queries:
+        body = admin_client.get(CHANGELIST).content.decode()
+
+    assert whole_result_reads(queries) == []
+    assert len(body) < 60_000
+
+
+def test_the_list_gives_its_columns_the_width_of_the_navigation_sidebar(admin_client):
+    OperationFactory()
+
+    body = admin_client.get(CHANGELIST).content.decode()
+
+    assert 'id="nav-sidebar"' not in body
+    assert 'id="nav-sidebar"' in admin_client.get(reverse("admin:operations_worker_changelist")).content.decode()
