@@ -14,8 +14,11 @@
   const DAY = 86400;
   const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
   const FONT = '12px -apple-system, "Segoe UI", system-ui, Roboto, "Helvetica Neue", Arial, sans-serif';
-  const AXIS_COLOUR = "#666";
-  const GRID_COLOUR = "rgba(0, 0, 0, 0.08)";
+  // The admin's own colours (light or dark theme), read once the stylesheets apply.
+  const themed = (name, fallback) =>
+    getComputedStyle(document.documentElement).getPropertyValue(name).trim() || fallback;
+  let AXIS_COLOUR = "#666";
+  let GRID_COLOUR = "rgba(0, 0, 0, 0.08)";
 
   const pad = (n) => String(n).padStart(2, "0");
 
@@ -172,6 +175,8 @@
   }
 
   function drawAll() {
+    AXIS_COLOUR = themed("--body-quiet-color", AXIS_COLOUR);
+    GRID_COLOUR = themed("--hairline-color", GRID_COLOUR);
     document.querySelectorAll(".op-charts").forEach((block, index) => {
       const group = { key: `op-charts-${index}`, charts: [], syncing: false };
       block.querySelectorAll("figure.op-chart[data-chart]").forEach((figure) => {
