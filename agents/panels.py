@@ -10,7 +10,7 @@ from agents.models import Assessment
 from checkpoints.models import Checkpoint
 
 
-def session_panel(operation) -> dict:
+def session_panel(operation, result: dict) -> dict:
     saved = Checkpoint.objects.filter(pk=operation.pk).values_list("state", flat=True).first() or {}
     assessment = Assessment.objects.filter(session=operation).first()
     configuration = (assessment.configuration if assessment else None) or saved.get("configuration") or {}
@@ -19,7 +19,7 @@ def session_panel(operation) -> dict:
             "phase": "done" if assessment else saved.get("phase"),
             "configuration": sorted(configuration.items()),
             "children": [(child, reverse("admin:operations_operation_change", args=[quote(child.pk)]))
-                         for child in operation.children.order_by("created_at")],
+                         for child in operation.children.defer("result").order_by("created_at")],
             "assessment": assessment,
         }),
     }

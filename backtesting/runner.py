@@ -35,6 +35,21 @@ SAVING_CHUNK_BARS = 256  # the same while a checkpoint is being saved beside the
 CHART_POINTS = 500
 
 
+def chart_points(bars: int) -> np.ndarray:
+    """The bars a result's curves are drawn at: at most CHART_POINTS, evenly spread, the first and the last
+    among them."""
+    return np.unique(np.linspace(0, bars - 1, min(bars, CHART_POINTS)).round().astype(int))
+
+
+def deepest_drawdowns(equity: np.ndarray, initial_cash: float, picked: np.ndarray) -> np.ndarray:
+    """At each picked bar, the deepest drawdown (1 - equity / its peak so far, the peak counting the initial
+    cash, as the metrics count it) since the previous picked bar: a chart of a few hundred points that still
+    reaches the deepest fall between them, where a curve read only at the points could miss it."""
+    peaks = np.maximum.accumulate(np.concatenate([[initial_cash], equity]))[1:]
+    drawdown = 1.0 - equity / peaks
+    return np.maximum.reduceat(drawdown, np.concatenate([[0], picked[:-1] + 1]))
+
+
 class BacktestRunner:
     def __init__(self, context: RunContext) -> None:
         self.context = context
@@ -149,7 +164,8 @@ class BacktestRunner:
         temporary = folder / f".equity.{os.getpid()}.npy"
         np.save(temporary, equity)
         os.replace(temporary, equity_path)
-        picked = np.unique(np.linspace(0, len(equity) - 1, min(len(equity), CHART_POINTS)).round().astype(int))
+        picked = chart_points(len(equity))
+        closes = np.asarray(engine.closes[:len(equity)], dtype=np.float64)
         processed = engine.state.next_bar - self.first_bar
         trades = engine.trades
         result = {
@@ -162,6 +178,12 @@ class BacktestRunner:
             "trades": trades,
             "equity_curve_path": str(equity_path),  # for people to read; code uses spool.equity_curve_file
             "equity_curve": [[iso(self.times[i]), float(equity[i])] for i in picked],
+            # Beside it on the chart, at the same points: the initial cash held in the asset from the first close
+            # (the metrics' buy-and-hold return), and the drawdown (the metrics' max_drawdown is its deepest).
+            "buy_and_hold_curve": [[iso(self.times[i]), float(value)]
+                                   for i, value in zip(picked, engine.initial_cash * closes[picked] / closes[0])],
+            "drawdown_curve": [[iso(self.times[i]), float(value)]
+                               for i, value in zip(picked, deepest_drawdowns(equity, engine.initial_cash, picked))],
             "timings": {
                 "engine_seconds": round(self.engine_seconds_before + self.engine_seconds, 4),
                 "bars_per_second": round(processed / self.engine_seconds) if self.engine_seconds > 0 else None,

@@ -1,12 +1,20 @@
 from __future__ import annotations
 
-from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
-from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse
-from django.utils.html import format_html
+import json
+import math
+from decimal import Decimal
 
-from operations import permissions, registry
+from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
+
+from operations import permissions, registry, selectors
 from operations.api.throttling import LoginAttempts
 from operations.exceptions import ServiceError
 from operations.models import RESUMABLE_STATUSES, Operation, OperationEvent, Worker, WorkerCredential
@@ -26,6 +34,24 @@ def progress_bar(operation: Operation) -> str:
         f"{percent:.1f}",
         f"{percent:.0f}",
     )
+
+
+def parameter_text(value: object) -> str:
+    """A parameter's value in a line: text as it is, a flat object as name=value pairs, anything else as
+    compact JSON; a number as written out (0.00002, never 2e-05)."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return "-"
+    if isinstance(value, dict) and all(not isinstance(v, (dict, list)) for v in value.values()):
+        return ", ".join(f"{name}={_json_scalar(v)}" for name, v in value.items()) or "-"
+    return _json_scalar(value)
+
+
+def _json_scalar(value: object) -> str:
+    if isinstance(value, float) and math.isfinite(value):
+        return format(Decimal(repr(value)), "f")
+    return json.dumps(value)
 
 
 class ResumableFilter(admin.SimpleListFilter):
@@ -59,8 +85,7 @@ class OperationEventInline(admin.TabularInline):
 @admin.register(Operation)
 class OperationAdmin(admin.ModelAdmin):
     list_display = [
-        "operation_id",
-        "operation_type",
+        "operation",  # its type is in its id, and in the filters
         "status",
         "progress",
         "checkpoint_summary",
@@ -69,6 +94,7 @@ class OperationAdmin(admin.ModelAdmin):
         "worker",
         "created_at",
         "last_heartbeat_at",
+        "error",
     ]
     list_filter = ["status", "operation_type", ResumableFilter, "is_backend_local", "worker"]
     search_fields = ["operation_id"]
@@ -95,8 +121,7 @@ class OperationAdmin(admin.ModelAdmin):
         "progress_current",
         "progress_total",
         "progress_unit",
-        "params",
-        "result",
+        "parameters",
         "error_message",
         "presumed_orphan",
         "created_at",
@@ -125,11 +150,11 @@ class OperationAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        ("Request", {"fields": ["parameters"]}),  # the result is above the fields (result_context)
         ("Execution", {"fields": ["owner", "worker", "attempt", "is_backend_local", "parent", "version", "previous_status"]}),
         ("Restart policy", {"fields": ["restarts_counter", "restart_decision", "end_cause", "restart_due_at",
                                        "restart_from", "stalls"]}),
-        ("Progress", {"fields": ["progress_current", "progress_total", "progress_unit"]}),
-        ("Request and result", {"fields": ["params", "result"]}),
+        ("Progress", {"fields": ["progress_current", "progress_total", "progress_unit"], "classes": ["collapse"]}),
         (
             "Timeline",
             {
@@ -162,6 +187,34 @@ class OperationAdmin(admin.ModelAdmin):
     def restart_decision(self, operation: Operation) -> str:
         return restart_summary(operation)["text"] or "-"
 
+    @admin.display(description="operation", ordering="operation_id")
+    def operation(self, operation: Operation) -> str:
+        """Its id, breakable between its parts ("op_" / "training_" / "20261127_" / "054037_" / "a3865045", a
+        type's own "_" kept): a narrow column wraps it instead of growing to its whole length."""
+        parts = operation.pk.rsplit("_", 3)
+        if len(parts) != 4 or not parts[0].startswith("op_"):
+            return operation.pk
+        prefix, day, moment, suffix = parts
+        return format_html('<span class="op-id" title="{}">op_<wbr>{}_<wbr>{}_<wbr>{}_<wbr>{}</span>', operation.pk,
+                           prefix.removeprefix("op_"), day, moment, suffix)
+
+    @admin.display(description="error")
+    def error(self, operation: Operation) -> str:
+        """The start of a run's error; all of it when the pointer rests on it, and on the operation's page."""
+        if not operation.error_message:
+            return "-"
+        return format_html('<span class="op-error" title="{}">{}</span>', operation.error_message,
+                           Truncator(operation.error_message).chars(90))
+
+    @admin.display(description="parameters")
+    def parameters(self, operation: Operation) -> str:
+        params = operation.params if isinstance(operation.params, dict) else {"(not an object)": operation.params}
+        if not params:
+            return "-"
+        rows = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>",
+                                ((name, parameter_text(value)) for name, value in params.items()))
+        return format_html('<table class="op-params">{}</table>', rows)
+
     @admin.display(description="Progress", ordering="progress_percent")
     def progress(self, operation: Operation) -> str:
         return progress_bar(operation)
@@ -177,13 +230,90 @@ class OperationAdmin(admin.ModelAdmin):
         text = f"{summary['checkpoint_type']}{' · ' + where if where else ''} · {size:.1f} MB"
         return format_html("{}{}", text, " · resumable" if operation.resumable else "")
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
-        operation = self.get_object(request, unquote(object_id))
-        extra_context = {**(extra_context or {}), **(registry.detail_panel(operation) if operation else {})}
-        return super().change_view(request, object_id, form_url, extra_context)
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        # Ten columns beside the filters: with the navigation sidebar too, a 1400 px window would clip them (the
+        # breadcrumbs and the admin's home lead everywhere it does).
+        return super().changelist_view(request, {"is_nav_sidebar_enabled": False, **(extra_context or {})})
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Operation]:
-        return super().get_queryset(request).visible_to(request.user)  # the API's rule
+        # Never the result: a backtest's is megabytes (its trades). The list shows none of it, and the page
+        # loads only the keys it shows (result_context).
+        return super().get_queryset(request).visible_to(request.user).defer("result")  # the API's rule
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/result/raw/", view(self.raw_result_view), name="operations_operation_raw_result"),
+            path("<path:object_id>/result/<slug:slug>/", view(self.result_page_view),
+                 name="operations_operation_result_page"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        operation = self.get_object(request, unquote(object_id))
+        if operation is not None and self.has_view_permission(request, operation):
+            extra_context = {**(extra_context or {}), **self.result_context(operation)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def result_context(self, operation: Operation) -> dict:
+        """What the page shows of the result, above the fields: its figures (the same as the API's and the
+        command line's), its type's charts and panel, and links to the pages of its larger parts and to the
+        raw result. Only the keys of the result these read are loaded."""
+        result = selectors.result_parts(operation.pk, registry.detail_reads(operation.operation_type))
+        context = {
+            "figures": registry.result_summary(operation.operation_type, result, operation.params),
+            "has_result": result is not None,
+            **registry.detail_panel(operation, result or {}),
+        }
+        if result is not None:
+            context["raw_result_url"] = reverse("admin:operations_operation_raw_result", args=[quote(operation.pk)])
+            context["result_links"] = [
+                (page.title, reverse("admin:operations_operation_result_page", args=[quote(operation.pk), page.slug]))
+                for page in registry.result_pages(operation.operation_type)
+            ]
+        return context
+
+    def visible_operation(self, request: HttpRequest, object_id: str) -> Operation:
+        """The operation of a page of its result: the admin's view permission first (403, as the admin's own
+        pages answer), then the same rule as its change page (another user's operation is missing: 404)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        operation = self.get_object(request, unquote(object_id))
+        if operation is None:
+            raise Http404(f"No operation {object_id[:60]!r} that you may see.")
+        return operation
+
+    def raw_result_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The result as the database holds it, JSON, never parsed here (it may be megabytes)."""
+        operation = self.visible_operation(request, object_id)
+        text = selectors.raw_result(operation.pk)
+        if text is None:
+            raise Http404(f"Operation {operation.pk} has no result yet.")
+        return HttpResponse(text, content_type="application/json",
+                            headers={"Content-Disposition": f'inline; filename="{operation.pk}-result.json"'})
+
+    def result_page_view(self, request: HttpRequest, object_id: str, slug: str) -> HttpResponse:
+        """A page of a part of the result (a backtest's trades), from the query string it names; a query it
+        cannot answer is a 400 that says why."""
+        operation = self.visible_operation(request, object_id)
+        page = registry.result_page(operation.operation_type, slug)
+        if page is None:
+            raise Http404(f"A {operation.operation_type} operation has no result page {slug!r}.")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": operation,
+            "title": f"{page.title} of {operation.pk}",
+            "page_title": page.title,
+            "raw_result_url": reverse("admin:operations_operation_raw_result", args=[quote(operation.pk)]),
+        }
+        status = 200
+        try:
+            context.update(page.context(operation, request.GET))
+        except registry.ResultPageError as exc:
+            context["error"], status = str(exc), 400
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, page.template, context, status=status)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # operations are created through the API and the command line

@@ -10,7 +10,7 @@ and what an operation's admin page shows of its domain.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from django.db import InterfaceError, OperationalError
@@ -134,30 +134,81 @@ def has_checkpoint(operation_id: str) -> bool:
     return bool(_checkpoint_probe and _checkpoint_probe(operation_id))
 
 
-# --- what an operation's admin page shows of its domain (a loss curve, an equity curve and trades)
-_detail_panels: dict[str, Callable[[object], dict]] = {}
+# --- what an operation's admin page shows of its domain (charts, a session's phase), and its result's own pages
+@dataclass(frozen=True)
+class DetailPanel:
+    panel: Callable[[object, dict], dict]  # (operation, the keys of its result it reads) -> template context
+    reads: tuple[str, ...]  # the top-level keys of the result it reads: all the page loads of a result
 
 
-def register_detail_panel(operation_type: str, panel: Callable[[object], dict]) -> None:
-    """`panel(operation)` returns template context for the operation's admin page: `chart` and
-    `chart_title` (an SVG and its heading), optionally `panel_html` (more markup below it)."""
-    _detail_panels[operation_type] = panel
+_detail_panels: dict[str, DetailPanel] = {}
 
 
-def detail_panel(operation) -> dict:
+def register_detail_panel(operation_type: str, panel: Callable[[object, dict], dict], *,
+                          reads: tuple[str, ...] = ()) -> None:
+    """`panel(operation, result)` returns template context for the operation's admin page: `charts` (chart
+    specs, operations/charts.py), optionally `panel_html` (more markup below them). `result` holds only the
+    keys `reads` names ({} while there is no result): the page never loads a whole result, whose trades or
+    history may be megabytes."""
+    _detail_panels[operation_type] = DetailPanel(panel=panel, reads=tuple(reads))
+
+
+def detail_reads(operation_type: str) -> tuple[str, ...]:
+    """The keys of a result its admin page loads: those its panel and its summary read."""
+    panel = _detail_panels.get(operation_type)
+    summary = _result_summaries.get(operation_type)
+    return tuple(sorted({*(panel.reads if panel else ()), *(summary.reads if summary else ())}))
+
+
+def detail_panel(operation, result: dict) -> dict:
     """The panel of the operation's type; a result of another shape (forged, or from an older version) gives a
-    note instead, and the page still shows the raw result."""
+    note instead, and the page still links to the raw result."""
     panel = _detail_panels.get(operation.operation_type)
     if panel is None:
         return {}
     try:
-        return panel(operation)
+        return panel.panel(operation, result)
     except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
         logger.warning("The admin panel of %s could not read its result: %r", operation.pk, exc)
         return {"panel_html": format_html(
             '<p class="errornote">This {} result does not have the shape this version writes ({}): no chart; '
-            "the raw result is below.</p>", operation.operation_type, type(exc).__name__,
+            "see the raw result.</p>", operation.operation_type, type(exc).__name__,
         )}
+
+
+class ResultPageError(ValueError):
+    """A request a result page cannot answer (a page past the last, a column it does not sort by): the page
+    answers 400 with this message, which names the parameter and what it accepts."""
+
+
+@dataclass(frozen=True)
+class ResultPage:
+    """A page of its own for a part of a result too large for the operation's page (a backtest's trades),
+    under the operation's admin URL (`.../<id>/result/<slug>/`), behind the admin's permissions."""
+
+    slug: str
+    title: str  # its link on the operation's page
+    template: str  # extends admin/operations/operation/result_page.html
+    context: Callable[[object, Mapping[str, str]], dict]  # (operation, the query string) -> template context
+
+
+_result_pages: dict[str, dict[str, ResultPage]] = {}
+
+
+def register_result_page(operation_type: str, slug: str, *, title: str, template: str,
+                         context: Callable[[object, Mapping[str, str]], dict]) -> None:
+    """`context(operation, query)` reads what it shows itself (from the database, never the whole result) and
+    raises ResultPageError for a query it cannot answer."""
+    _result_pages.setdefault(operation_type, {})[slug] = ResultPage(slug=slug, title=title, template=template,
+                                                                    context=context)
+
+
+def result_pages(operation_type: str) -> list[ResultPage]:
+    return list(_result_pages.get(operation_type, {}).values())
+
+
+def result_page(operation_type: str, slug: str) -> ResultPage | None:
+    return _result_pages.get(operation_type, {}).get(slug)
 
 
 # --- an operation's result in a few figures (operations/summaries.py): the API's lists, the CLI, the admin

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+import json
+from collections.abc import Iterable
+
+from django.db import connection
+from django.db.models import Q, QuerySet, TextField
 from django.db.models.fields.json import KeyTransform
-from django.db.models.functions import JSONObject
+from django.db.models.functions import Cast, JSONObject
 
 from operations import registry
 
@@ -62,6 +66,46 @@ def result_of(operation: Operation) -> object:
     head = getattr(operation, "result_head", None)
     head = {key: value for key, value in head.items() if value is not None} if isinstance(head, dict) else {}
     return head or None
+
+
+def result_parts(operation_id: str, keys: Iterable[str]) -> dict | None:
+    """The named top-level keys of an operation's result (those it has, without nulls), for a page that shows a
+    few of them: {} for a result that is not an object or has none of them, None while there is no result.
+
+    PostgreSQL keeps a large result compressed out of line (TOAST) and decompresses the whole of it for every
+    `result -> 'key'` of a query: 30 ms each for a backtest of 100,000 trades. The subquery decompresses it once
+    (`|| '{}'` hands on the decompressed value, and OFFSET 0 keeps the planner from copying the expression into
+    each reference); the keys are then taken from memory. Elsewhere (SQLite) the result is read whole.
+    """
+    keys = sorted(set(keys))
+    if connection.vendor != "postgresql" or not keys:
+        result = Operation.objects.filter(pk=operation_id).values_list("result", flat=True).first()
+        if result is None:
+            return None
+        return {key: result[key] for key in keys if result.get(key) is not None} if isinstance(result, dict) else {}
+    picked = ", ".join("%s::text, whole -> %s::text" for _ in keys)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT jsonb_typeof(whole), jsonb_build_object({picked}) FROM "
+            f"(SELECT result || '{{}}'::jsonb AS whole FROM {Operation._meta.db_table} "
+            "WHERE operation_id = %s OFFSET 0) AS one",
+            [value for key in keys for value in (key, key)] + [operation_id],
+        )
+        row = cursor.fetchone()
+    if row is None or row[0] is None:
+        return None
+    kind, parts = row
+    # `|| '{}'` makes any other JSON value an array: only an object gives keys.
+    if kind != "object":
+        return {}
+    parts = json.loads(parts) if isinstance(parts, str) else parts
+    return {key: value for key, value in parts.items() if value is not None}
+
+
+def raw_result(operation_id: str) -> str | None:
+    """An operation's result as the database holds it, as JSON text (never parsed here: it may be megabytes)."""
+    return (Operation.objects.filter(pk=operation_id, result__isnull=False)
+            .annotate(text=Cast("result", output_field=TextField())).values_list("text", flat=True).first())
 
 
 def operation_get(*, operation_id: str, user=None) -> Operation:

@@ -21,6 +21,7 @@ class Unit(str, Enum):
     LOSS = "loss"  # a loss: 0.69312 -> 0.6931
     COUNT = "count"  # 12345 -> 12,345
     MONEY = "money"  # 101234.5 -> 101,234.50
+    PRICE = "price"  # a price or a quantity: 1234.567891 -> 1,234.5679
     SECONDS = "seconds"  # 3725.4 -> 1 h 02 min
     TEXT = "text"  # as it is
 
@@ -63,6 +64,8 @@ def format_value(value: Any, unit: Unit) -> str:
         return f"{value:,.0f}"
     if unit is Unit.MONEY:
         return f"{value:,.2f}"
+    if unit is Unit.PRICE:
+        return f"{value:,.4f}"
     if unit is Unit.SECONDS:
         return duration(value)
     return str(value)

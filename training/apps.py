@@ -11,6 +11,7 @@ class TrainingConfig(AppConfig):
 
         from operations import registry
         from runtime.tasks import RUN_OPERATION_TASK
+        from training.panels import READS as PANEL_READS
         from training.panels import training_panel
         from training.summary import READS as SUMMARY_READS
         from training.summary import training_checkpoint_summary, training_summary
@@ -20,6 +21,6 @@ class TrainingConfig(AppConfig):
             transient_errors=(*registry.DATABASE_AND_MEMORY_ERRORS, torch.OutOfMemoryError),
             restart_from_scratch=lambda: settings.TRAINING_RESTART_FROM_SCRATCH,
         )
-        registry.register_detail_panel("training", training_panel)
+        registry.register_detail_panel("training", training_panel, reads=PANEL_READS)
         registry.register_result_summary("training", training_summary, reads=SUMMARY_READS)
         registry.register_checkpoint_summary("training", training_checkpoint_summary)

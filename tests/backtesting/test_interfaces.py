@@ -20,6 +20,7 @@ from runtime.tasks import run_operation
 from tests.backtesting.conftest import generate, start_backtest
 from tests.conftest import queued_operation_ids
 from tests.factories import OperationFactory
+from tests.support.pages import chart_data
 from tests.support.commands import assert_refused_by_name
 from training.features import FeatureSpec
 
@@ -427,8 +428,13 @@ def change_url(operation: Operation) -> str:
     return reverse("admin:operations_operation_change", args=[quote(operation.pk)])
 
 
+def trades_url(operation: Operation) -> str:
+    return reverse("admin:operations_operation_result_page", args=[quote(operation.pk), "trades"])
+
+
 @pytest.mark.django_db(transaction=True)
-def test_admin_page_of_a_completed_backtest_shows_equity_trades_and_metrics(market, stopper, admin_client):
+def test_admin_page_of_a_completed_backtest_shows_its_figures_charts_and_a_link_to_its_trades(
+        market, stopper, admin_client):
     operation_id = start_backtest(strategy_params={"fast": 3, "slow": 8, "allow_short": True})
     assert stopper.run(operation_id) == "completed"
     operation = Operation.objects.get(pk=operation_id)
@@ -437,17 +443,24 @@ def test_admin_page_of_a_completed_backtest_shows_equity_trades_and_metrics(mark
     page = admin_client.get(change_url(operation))
     body = page.content.decode()
     assert page.status_code == 200
-    assert "<svg" in body and body.count("<polyline") == 1
-    assert f"Equity curve ({result['equity_curve'][0][0]} to {result['equity_curve'][-1][0]})" in body
+    equity, drawdown = chart_data(body)
+    assert [series["label"] for series in equity["series"]] == ["strategy", "buy and hold"]
+    assert len(equity["data"][0]) == len(result["equity_curve"]) == len(result["buy_and_hold_curve"])
+    assert equity["data"][1] == [value for _, value in result["equity_curve"]]
+    assert equity["data"][2][0] == pytest.approx(result["metrics"]["initial_cash"])
+    assert equity["data"][2][-1] == pytest.approx(
+        result["metrics"]["initial_cash"] * (1 + result["metrics"]["buy_and_hold_return"]))
+    assert drawdown["title"] == "Drawdown"
+    assert -min(drawdown["data"][1]) == pytest.approx(result["metrics"]["max_drawdown"])
+    assert "Equity curve (2015-01-01 00:00 UTC to " in body
+    for figure in ("Total return", "Buy-and-hold return", "Sharpe ratio", "Maximum drawdown", "Trades", "Win rate"):
+        assert f"<dt>{figure}</dt>" in body, figure
     trades = result["trades"]
-    shown = min(len(trades), 200)
-    assert len(trades) > 10 and f"Trades ({shown} of {len(trades)})" in body
-    assert body.count("<tr><td>") == shown  # one row per trade shown
-    assert trades[0]["entry_time"] in body and trades[0]["side"] in body
-    assert "Metrics" in body
-    for name in ("total_return", "annualised_return", "sharpe", "max_drawdown", "win_rate", "number_of_trades",
-                 "exposure", "buy_and_hold_return"):
-        assert f"<th>{name}</th>" in body, name
+    assert len(trades) > 10 and trades_url(operation) in body
+    assert trades[0]["entry_time"] not in body  # the trades are on their own page
+
+    listed = admin_client.get(trades_url(operation)).content.decode()
+    assert f"of {len(trades):,}" in listed and trades[0]["entry_time"].replace("T", " ").removesuffix("Z") in listed
 
 
 @pytest.mark.django_db
@@ -458,7 +471,9 @@ def test_admin_page_of_a_backtest_without_trades(admin_client):
                 "metrics": {"number_of_trades": 0, "sharpe": None}},
     )
     body = admin_client.get(change_url(operation)).content.decode()
-    assert body.count("<polyline") == 1 and "No trades." in body and "Trades (0 of 0)" in body
+    assert len(chart_data(body)) == 1  # a result written before the drawdown was: the equity alone
+    listed = admin_client.get(trades_url(operation)).content.decode()
+    assert "This backtest closed no trades." in listed and "No trades." in listed
 
 
 @pytest.mark.django_db
@@ -466,7 +481,8 @@ def test_admin_page_of_a_pending_backtest_has_no_chart(admin_client):
     operation = OperationFactory(operation_type="backtesting", status=S.PENDING)
     page = admin_client.get(change_url(operation))
     assert page.status_code == 200
-    assert "<polyline" not in page.content.decode() and "Equity curve" not in page.content.decode()
+    assert chart_data(page.content.decode()) == [] and "Equity curve" not in page.content.decode()
+    assert trades_url(operation) not in page.content.decode()  # no result, no trades
 
 
 @pytest.mark.django_db
@@ -474,8 +490,10 @@ def test_admin_page_of_a_training_still_shows_its_loss_curves(admin_client):
     history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e} for e in range(1, 6)]
     operation = OperationFactory(operation_type="training", status=S.COMPLETED, result={"history": history})
     body = admin_client.get(change_url(operation)).content.decode()
-    assert "Loss curves" in body and body.count("<polyline") == 2 and "validation loss" in body
-    assert "Equity curve" not in body and "Trades (" not in body
+    (loss,) = chart_data(body)
+    assert loss["title"] == "Loss per epoch"
+    assert [series["label"] for series in loss["series"]] == ["train loss", "validation loss"]
+    assert "Equity curve" not in body and "/result/trades/" not in body
 
 
 @pytest.mark.django_db(transaction=True)

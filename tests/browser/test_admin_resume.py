@@ -16,6 +16,7 @@ from operations.models import Operation
 from operations.models import OperationStatus as S
 from operations.services.lifecycle import operation_create
 from runtime.tasks import RUN_OPERATION_TASK
+from tests.browser.charts import drawn
 from tests.conftest import queued_operation_ids
 from tests.factories import OperationFactory
 from tests.support.processes import run_and_cancel_at, run_operation_in_thread
@@ -91,23 +92,6 @@ def assert_progress_bar(progress: Locator, percent: float, status: str) -> None:
     expect(progress.locator(".op-progress-label")).to_have_text(f"{percent:.0f}%")
 
 
-def assert_curve(line: Locator, values: list[float], frame: dict[str, float]) -> None:
-    """A polyline as drawn: a point per value, left to right, inside the chart, lowest where the value is highest."""
-    points = line.evaluate("line => Array.from(line.points, point => [point.x, point.y])")
-    assert len(points) == len(values)
-    xs, ys = [x for x, _ in points], [y for _, y in points]
-    assert xs == sorted(xs) and len(set(xs)) == len(xs)
-    width, height = line.evaluate("line => [line.ownerSVGElement.viewBox.baseVal.width, "
-                                  "line.ownerSVGElement.viewBox.baseVal.height]")
-    assert all(0 <= x <= width for x in xs) and all(0 <= y <= height for y in ys)
-    assert max(ys) > min(ys)  # a curve, not a flat line
-    assert ys[values.index(max(values))] == pytest.approx(min(ys), abs=0.1)  # SVG's y grows downwards
-    assert ys[values.index(min(values))] == pytest.approx(max(ys), abs=0.1)
-    drawn = box(line)
-    assert drawn["width"] > 0.5 * frame["width"] and drawn["height"] > 0
-    assert line.evaluate("line => line.getTotalLength()") > 0
-
-
 def test_resume_a_cancelled_training_from_the_admin(page: Page, console_errors, admin_user, cancelled_training):
     operation = cancelled_training
     OperationFactory(status=S.PENDING)  # neither of these may be offered for resuming
@@ -160,19 +144,19 @@ def test_resume_a_cancelled_training_from_the_admin(page: Page, console_errors, 
     expect(page.locator("h1")).to_contain_text("View operation")
     expect(page.locator("#content")).to_contain_text("Resume from the cancellation checkpoint")
     assert_progress_bar(page.locator(".op-progress"), 100, "completed")
-    expect(page.locator("h2", has_text="Loss curves")).to_be_visible()
+    expect(page.locator("h2", has_text="Training curves")).to_be_visible()
 
-    chart = page.locator("svg.op-chart")
-    expect(chart).to_be_visible()
-    frame = box(chart)
-    assert frame["width"] > 300 and frame["height"] > 100
-    lines = chart.locator("polyline")
-    expect(lines).to_have_count(2)
+    # The loss per epoch as uPlot drew it: both curves over every epoch, the best one marked where it is.
     history = operation.result["history"]
     assert len(history) == EPOCHS
-    for line, (name, key) in zip(lines.all(), [("train loss", "train_loss"), ("validation loss", "val_loss")]):
-        expect(line.locator("title")).to_have_text(name)
-        assert_curve(line, [row[key] for row in history], frame)
-    expect(chart).to_contain_text(f"epochs ({EPOCHS})")
+    loss = drawn(page.locator("figure.op-chart").first)
+    assert loss["series"] == ["epoch", "train loss", "validation loss"]
+    assert loss["data"][0] == list(range(1, EPOCHS + 1))
+    assert loss["data"][1] == [row["train_loss"] for row in history]
+    assert loss["data"][2] == [row["val_loss"] for row in history]
+    assert loss["width"] > 300 and loss["painted"] > 1_000
+    (marker,) = loss["markers"]
+    assert marker["text"] == f"best epoch {operation.result['best_epoch']}" and marker["visible"]
+    assert marker["left"] == pytest.approx(marker["expected"], abs=2)
 
     assert console_errors == []

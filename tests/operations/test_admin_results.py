@@ -1,5 +1,6 @@
 """A result that does not have its type's shape (forged through the worker API, or written by an older version)
-never makes an operation's admin page fail: it shows a note and the raw result."""
+never makes an operation's admin page fail: it shows a note and links to the raw result; its trades page and
+the raw result answer too."""
 
 from __future__ import annotations
 
@@ -46,3 +47,14 @@ def test_a_malformed_result_is_said_so_on_the_page(admin_client):
     page = admin_client.get(reverse("admin:operations_operation_change", args=[quote(operation.pk)]))
 
     assert "does not have the shape this version writes" in page.content.decode()
+
+
+@pytest.mark.parametrize("result", MALFORMED, ids=[f"shape-{index}" for index in range(len(MALFORMED))])
+def test_the_trades_and_the_raw_result_of_a_malformed_backtest_answer(admin_client, result):
+    operation = OperationFactory(operation_type=OperationType.BACKTESTING, status=S.COMPLETED, result=result)
+
+    trades = admin_client.get(reverse("admin:operations_operation_result_page", args=[quote(operation.pk), "trades"]))
+    raw = admin_client.get(reverse("admin:operations_operation_raw_result", args=[quote(operation.pk)]))
+
+    assert trades.status_code == 200
+    assert raw.status_code == 200 and raw.json() == result
