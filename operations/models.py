@@ -141,6 +141,11 @@ class Operation(models.Model):
 
     params = models.JSONField(default=dict, blank=True)
     result = models.JSONField(null=True, blank=True)
+    summary = models.JSONField(
+        default=dict, blank=True, editable=False,
+        help_text="The result's headline figures by name (operations/summaries.py), written with it: what a list "
+                  "shows, without reading a result that may hold megabytes of trades.",
+    )
     error_message = models.TextField(blank=True)
     presumed_orphan = models.BooleanField(
         default=False, help_text="FAILED by the orphan sweep, not by the operation itself."

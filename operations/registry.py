@@ -215,7 +215,7 @@ def result_page(operation_type: str, slug: str) -> ResultPage | None:
 @dataclass(frozen=True)
 class ResultSummary:
     summarize: Callable[[dict, dict], list]  # (result, params) -> the headline figures (summaries.Figure)
-    reads: tuple[str, ...]  # the top-level keys of the result it reads: all a list needs to load of a result
+    reads: tuple[str, ...]  # the top-level keys of the result it reads: all a page needs to load of a result
 
 
 _result_summaries: dict[str, ResultSummary] = {}
@@ -223,14 +223,11 @@ _result_summaries: dict[str, ResultSummary] = {}
 
 def register_result_summary(operation_type: str, summarize: Callable[[dict, dict], list], *,
                             reads: tuple[str, ...]) -> None:
-    """`summarize(result, params)` returns a completed result's headline figures; it reads only the keys
-    `reads` names (a list of operations loads those, never a whole result with its trades or history)."""
+    """`summarize(result, params)` returns a completed result's headline figures, reading only the keys `reads`
+    names (an admin page loads those, never a whole result). Their values depend on the result alone: `params`
+    only adds to how they read ("30 of 30 epochs"), so the values are kept beside the result when it is written
+    (Operation.summary, what lists show)."""
     _result_summaries[operation_type] = ResultSummary(summarize=summarize, reads=tuple(reads))
-
-
-def result_summary_keys() -> list[str]:
-    """Every key of a result some type's summary reads."""
-    return sorted({key for summary in _result_summaries.values() for key in summary.reads})
 
 
 def result_summary(operation_type: str, result: object, params: object = None) -> list:

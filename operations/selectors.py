@@ -7,10 +7,8 @@ from collections.abc import Iterable
 
 from django.db import connection
 from django.db.models import Q, QuerySet, TextField
-from django.db.models.fields.json import KeyTransform
-from django.db.models.functions import Cast, JSONObject
+from django.db.models.functions import Cast
 
-from operations import registry
 
 from operations.exceptions import OperationNotFound
 from operations.models import (
@@ -49,23 +47,9 @@ def operation_list(
 
 
 def without_results(operations: QuerySet[Operation]) -> QuerySet[Operation]:
-    """The operations without their results, each with the part of it its summary reads as `result_head`: a list
-    never loads a backtest's trades or a training's history (megabytes each), only their headline figures."""
-    operations = operations.defer("result")
-    keys = registry.result_summary_keys()
-    if not keys:
-        return operations
-    return operations.annotate(result_head=JSONObject(**{key: KeyTransform(key, "result") for key in keys}))
-
-
-def result_of(operation: Operation) -> object:
-    """Its result as far as it was loaded: the whole of it, or the head `without_results` left (None when the
-    result has none of those keys: no result yet, or one of another shape)."""
-    if "result" not in operation.get_deferred_fields():
-        return operation.result
-    head = getattr(operation, "result_head", None)
-    head = {key: value for key, value in head.items() if value is not None} if isinstance(head, dict) else {}
-    return head or None
+    """The operations without their results: a list never reads a backtest's trades or a training's history
+    (megabytes each, which the database would decompress to read any part of them); each has its `summary`."""
+    return operations.defer("result")
 
 
 def result_parts(operation_id: str, keys: Iterable[str]) -> dict | None:

@@ -5,9 +5,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
+from operations import registry
 from operations.ids import new_operation_id
 from operations.models import Operation, OperationStatus, Worker, WorkerStatus
 from operations.permissions import operators_group
+from operations.summaries import figures_dict
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -76,6 +78,9 @@ class OperationFactory(factory.django.DjangoModelFactory):
     operation_id = factory.LazyAttribute(lambda o: new_operation_id(o.operation_type))
     status = OperationStatus.PENDING
     params = factory.LazyFunction(lambda: {"symbol": "SYN", "timeframe": "1h"})
+    result = None
+    # Its figures beside its result, as the completion of a run writes them.
+    summary = factory.LazyAttribute(lambda o: figures_dict(registry.result_summary(o.operation_type, o.result)))
 
 
 class RunningOperationFactory(OperationFactory):

@@ -26,10 +26,7 @@ from operations.models import (
     Worker,
     WorkerType,
 )
-from operations import registry
 from operations.restarts import CAUSES_OF, restart_summary
-from operations.selectors import result_of
-from operations.summaries import figures_dict
 from operations.services.workers import REPORTED_CAUSES
 
 RECENT_EVENTS = 50
@@ -189,7 +186,7 @@ class OperationSerializer(serializers.ModelSerializer):
     parent = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     progress = ProgressSerializer(source="*", read_only=True)
     restart = serializers.SerializerMethodField(help_text="The restart policy's counter and decision.")
-    summary = serializers.SerializerMethodField(help_text=(
+    summary = serializers.JSONField(read_only=True, help_text=(
         "The result's headline figures, by name (null where a figure has no value, e.g. the Sharpe ratio of a flat "
         "equity curve); empty while there is no result. training: epochs_completed, best_epoch, best_val_loss, "
         "best_val_accuracy, final_val_loss, final_val_accuracy, train_seconds; backtesting: total_return, "
@@ -228,10 +225,6 @@ class OperationSerializer(serializers.ModelSerializer):
             "restart",
         ]
         read_only_fields = fields
-
-    @extend_schema_field({"type": "object", "additionalProperties": {}})
-    def get_summary(self, operation: Operation) -> dict[str, Any]:
-        return figures_dict(registry.result_summary(operation.operation_type, result_of(operation), operation.params))
 
     @extend_schema_field(RestartSerializer)
     def get_restart(self, operation: Operation) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from operations import registry
 from operations.models import TERMINAL_STATUSES, Operation, OperationStatus
-from operations.selectors import result_of
 from operations.summaries import Figure
 
 
@@ -15,7 +14,7 @@ def resume_hint(operation_id: str) -> str:
 
 def result_lines(operation: Operation) -> list[str]:
     """`Result:` and a line per figure; none without a result of the shape its type writes."""
-    return figure_lines("Result:", registry.result_summary(operation.operation_type, result_of(operation),
+    return figure_lines("Result:", registry.result_summary(operation.operation_type, operation.result,
                                                            operation.params))
 
 

@@ -20,7 +20,7 @@ from operations.exceptions import (
     OperationNotFound,
     TooManyActiveOperations,
 )
-from operations.ids import new_operation_id
+from operations.ids import new_operation_id, parse_operation_id
 from operations.models import (
     QUEUED_STATUSES,
     TERMINAL_STATUSES,
@@ -31,6 +31,7 @@ from operations.models import (
     unless_stopping,
 )
 from operations.restarts import CAUSES_OF, POLICY_FIELDS, EndCause, planned
+from operations.summaries import figures_dict
 from operations.transitions import worker_actor
 
 logger = logging.getLogger(__name__)
@@ -217,6 +218,8 @@ def operation_finish(
     else:
         changes["end_cause"] = ""
         changes["result"] = result
+        # Its headline figures beside it, once: a list reads these, never the result.
+        changes["summary"] = figures_dict(registry.result_summary(parse_operation_id(operation_id), result))
         changes["progress_percent"] = 100.0
         changes["progress_current"] = Coalesce(F("progress_total"), F("progress_current"))
         changes["progress_message"] = "Completed"

@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from operations.models import OperationStatus
+from operations.models import Operation, OperationStatus
 from tests.factories import OperationFactory
 
 pytestmark = pytest.mark.django_db
@@ -100,3 +100,42 @@ def test_a_result_of_another_shape_lists_with_an_empty_summary(user, user_client
                      result={"metrics": "not an object", "trades": 3})
     answer = user_client.get(LIST_URL)
     assert answer.status_code == 200 and answer.json()["results"][0]["summary"] == {}
+
+
+# --- the figures kept beside the result
+
+@pytest.mark.django_db(transaction=True)
+def test_a_completed_runs_figures_are_written_with_its_result(worker_factory):
+    from operations.services.lifecycle import operation_claim, operation_finish
+
+    operation = OperationFactory(operation_type="backtesting")
+    worker = worker_factory()
+    attempt = operation_claim(operation_id=operation.pk, worker_id=worker.pk)
+    assert operation_finish(operation_id=operation.pk, worker_id=worker.pk, attempt=attempt, status="COMPLETED",
+                            result=backtest_result(3))
+    summary = Operation.objects.values_list("summary", flat=True).get(pk=operation.pk)
+    assert summary["number_of_trades"] == TRADES and summary["total_return"] == pytest.approx(0.103)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_upgrade_writes_the_figures_of_the_results_written_before():
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("operations", "0006_restart_policy_and_fleet")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps.get_model("operations", "Operation")
+    completed = old.objects.create(operation_id="op_backtesting_20240101_120000_0123abcd",
+                                   operation_type="backtesting", status="COMPLETED", result=backtest_result(1))
+    old.objects.create(operation_id="op_training_20240101_120000_0123abcd", operation_type="training",
+                       status="RUNNING")
+    old.objects.create(operation_id="op_training_20240101_120000_0123abce", operation_type="training",
+                       status="COMPLETED", result=["not", "an", "object"])
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    summaries = dict(Operation.objects.values_list("pk", "summary"))
+    assert summaries[completed.pk]["number_of_trades"] == TRADES
+    assert summaries["op_training_20240101_120000_0123abcd"] == {}
+    assert summaries["op_training_20240101_120000_0123abce"] == {}
