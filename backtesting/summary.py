@@ -5,7 +5,7 @@ from __future__ import annotations
 from operations.summaries import Figure, Unit, number
 
 
-# What a list of operations loads of a backtest's result: not its trades or its equity curve.
+# What its figures read of a backtest's result (an admin page loads these): not its trades or its equity curve.
 READS = ("metrics", "bars", "first_bar", "last_bar")
 
 
@@ -23,5 +23,11 @@ def backtest_summary(result: dict, params: dict) -> list[Figure]:
         Figure("final_equity", "Final equity", number(metrics.get("final_equity")), Unit.MONEY,
                f"from {metrics['initial_cash']:,.2f}" if number(metrics.get("initial_cash")) else ""),
         Figure("bars", "Bars", number(result.get("bars")), Unit.COUNT,
-               f"({result['first_bar']} to {result['last_bar']})" if result.get("first_bar") else ""),
+               f"({moment(result['first_bar'])} to {moment(result['last_bar'])} UTC)" if result.get("first_bar") else ""),
     ]
+
+
+def moment(iso: object) -> str:
+    """A bar's time as people read it (2017-09-28 00:00), from the result's ISO 8601 (2017-09-28T00:00:00Z)."""
+    text = str(iso)
+    return text[:16].replace("T", " ") if len(text) >= 16 and text[10:11] == "T" else text

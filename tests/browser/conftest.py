@@ -148,7 +148,9 @@ class MakeRun:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # Ctrl+C, as a user stops it
+            # SIGTERM, which run.sh traps as it does Ctrl+C: a SIGINT can reach it ignored (a shell's background
+            # jobs inherit SIGINT ignored, and bash cannot trap a signal ignored on entry).
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=40)
             except subprocess.TimeoutExpired:

@@ -67,7 +67,7 @@ def block(output: str, title: str) -> list[str]:
         "  Win rate:            51.00 %",
         "  Exposure:            97.00 % of the bars in a position",
         "  Final equity:        154,360.00 from 100,000.00",
-        "  Bars:                5,976 (2017-09-28T00:00:00Z to 2018-06-03T23:00:00Z)",
+        "  Bars:                5,976 (2017-09-28 00:00 to 2018-06-03 23:00 UTC)",
     ]),
     ("agent_research", SESSION, {}, [
         "  Verdict:          rejected",
