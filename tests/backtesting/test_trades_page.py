@@ -4,7 +4,10 @@ operation see its trades."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -20,6 +23,7 @@ from backtesting.trades import BY_KEY, PER_PAGE, trades_page
 from operations.models import Operation
 from operations.models import OperationStatus as S
 from tests.factories import OperationFactory, StaffFactory, UserFactory, ViewOnlyStaffFactory
+from tests.support.processes import ROOT
 from tests.support.results import backtest_result
 
 pytestmark = pytest.mark.django_db
@@ -242,3 +246,47 @@ def test_the_view_permission_alone_is_enough_for_ones_own(backtest):
     own = completed_backtest(trades=3, owner=staff)
 
     assert logged_in(staff).get(trades_url(own)).status_code == 200
+
+
+SQLITE_AGREES = """
+import django, json, sys
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from backtesting import trades as trades_module
+from backtesting.trades import BY_KEY, trades_page
+from tests.factories import OperationFactory
+from tests.support.results import backtest_result
+
+result = backtest_result(trades=30)
+result["trades"][3] = {"pnl": "high", "entry_time": 5, "side": None}
+result["trades"][7] = "not a trade"
+result["trades"][9] = None
+result["trades"][11]["pnl"] = result["trades"][12]["pnl"]
+operation = OperationFactory(operation_type="backtesting", status="COMPLETED", result=result)
+checked = 0
+for key in BY_KEY:
+    for descending in (False, True):
+        for offset in (0, 5, 25, 40):
+            in_sql = trades_page(operation.pk, sort=key, descending=descending, offset=offset, limit=20)
+            in_python = trades_module._python_page(operation.pk, key, descending, offset, 20)
+            assert in_sql.total == in_python.total == 30, (key, in_sql.total)
+            assert in_sql.rows == in_python.rows, (key, descending, offset, in_sql.rows, in_python.rows)
+            checked += 1
+empty = OperationFactory(operation_type="backtesting", status="COMPLETED", result={"trades": "none"})
+assert trades_page(empty.pk).total == 0 and trades_page("op_backtesting_20240101_120000_0123abcd") is None
+print(f"agreed on {checked} pages")
+"""
+
+
+@pytest.mark.process
+def test_on_sqlite_the_database_and_python_pages_agree_too(tmp_path):
+    """`make run`'s default database pages in SQLite's JSON functions: the same pages as the Python reading."""
+    script = tmp_path / "agree.py"
+    script.write_text(SQLITE_AGREES)
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.base", "VAR_DIR": str(tmp_path),
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == f"agreed on {len(BY_KEY) * 2 * 4} pages"
