@@ -5,7 +5,8 @@ from __future__ import annotations
 from operations.summaries import Figure, Unit, number
 
 
-# What a list of operations loads of a training's result: not its history, which grows with its epochs.
+# What its figures read of a training's result (an admin page loads these): not its history, which grows with
+# its epochs.
 READS = ("epochs_completed", "best_epoch", "best_val_loss", "best_val_accuracy", "final_val_loss",
          "final_val_accuracy", "timings")
 
