@@ -11,6 +11,7 @@ class BacktestingConfig(AppConfig):
         from backtesting.maintenance import spool_sweep
         from backtesting.panels import READS as PANEL_READS
         from backtesting.panels import backtest_panel
+        from backtesting.spool import results_remove
         from backtesting.summary import READS as SUMMARY_READS
         from backtesting.summary import backtest_summary
         from backtesting.trades import trades_context
@@ -21,6 +22,7 @@ class BacktestingConfig(AppConfig):
             "backtesting", RUN_OPERATION_TASK, runner="backtesting.runner.BacktestRunner",
             transient_errors=registry.DATABASE_AND_MEMORY_ERRORS, restart_from_scratch=lambda: True,
         )
+        registry.register_artifact_remover("backtest results", results_remove)
         registry.register_detail_panel("backtesting", backtest_panel, reads=PANEL_READS)
         registry.register_result_page("backtesting", "trades", title="Trades", template="admin/backtesting/trades.html",
                                       context=trades_context)

@@ -158,3 +158,9 @@ class Spool:
             number = folder.name.split("-", 1)[1]
             if number.isdigit() and int(number) <= self.attempt:
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+def results_remove(operation_ids: list[str]) -> None:
+    """The folders of backtests being purged (operations/services/retention.py): equity curve and spools."""
+    for operation_id in operation_ids:
+        shutil.rmtree(results_dir(operation_id), ignore_errors=True)

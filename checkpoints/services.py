@@ -422,6 +422,16 @@ def checkpoint_sweep_orphans(*, grace_seconds: float | None = None, dry_run: boo
     return removed
 
 
+def checkpoints_remove(operation_ids: list[str]) -> None:
+    """The checkpoints of operations being purged: rows and folders (the operation folder too)."""
+    for operation_id in Checkpoint.objects.filter(operation_id__in=operation_ids).values_list("operation_id",
+                                                                                                flat=True):
+        checkpoint_delete(operation_id)
+    storage = checkpoint_storage()
+    for operation_id in operation_ids:
+        delete_tree(storage, operation_id)  # save folders a crash left, with no row
+
+
 def checkpoint_maintenance(*, max_age_days: float | None = None, dry_run: bool = False) -> dict[str, list[str]]:
     """Cleanup by age, then the artifact folders no checkpoint points at (older than the orphan grace period):
     what the control loop runs every CHECKPOINT_CLEANUP_INTERVAL_HOURS, and a cleanup asked for by hand."""

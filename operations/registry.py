@@ -261,3 +261,17 @@ def checkpoint_summary(operation_type: str, state: object, params: object = None
     except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
         logger.warning("A %s checkpoint could not be summarised: %r", operation_type, exc)
         return []
+
+
+# --- the files the layers above keep for an operation, removed when it is purged (operations/services/retention.py)
+_artifact_removers: dict[str, Callable[[list[str]], object]] = {}
+
+
+def register_artifact_remover(name: str, remove: Callable[[list[str]], object]) -> None:
+    """`remove(operation_ids)` deletes what this layer keeps for those operations (files, rows of its own)."""
+    _artifact_removers[name] = remove
+
+
+def remove_artifacts(operation_ids: list[str]) -> None:
+    for remove in _artifact_removers.values():
+        remove(operation_ids)

@@ -11,6 +11,7 @@ class TrainingConfig(AppConfig):
 
         from operations import registry
         from runtime.tasks import RUN_OPERATION_TASK
+        from training.artifacts import models_remove
         from training.panels import READS as PANEL_READS
         from training.panels import training_panel
         from training.summary import READS as SUMMARY_READS
@@ -21,6 +22,7 @@ class TrainingConfig(AppConfig):
             transient_errors=(*registry.DATABASE_AND_MEMORY_ERRORS, torch.OutOfMemoryError),
             restart_from_scratch=lambda: settings.TRAINING_RESTART_FROM_SCRATCH,
         )
+        registry.register_artifact_remover("models", models_remove)
         registry.register_detail_panel("training", training_panel, reads=PANEL_READS)
         registry.register_result_summary("training", training_summary, reads=SUMMARY_READS)
         registry.register_checkpoint_summary("training", training_checkpoint_summary)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,3 +31,9 @@ def model_files(operation_id: str) -> ModelFiles:
         best_model=artifact_file(settings.MODELS_DIR, operation_id, "best_model.pt"),
         feature_spec=artifact_file(settings.MODELS_DIR, operation_id, "feature_spec.json"),
     )
+
+
+def models_remove(operation_ids: list[str]) -> None:
+    """The model folders of operations being purged (operations/services/retention.py)."""
+    for operation_id in operation_ids:
+        shutil.rmtree(model_folder(operation_id), ignore_errors=True)

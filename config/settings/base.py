@@ -199,6 +199,9 @@ CHECKPOINT_TIME_INTERVAL_SECONDS = env.seconds("CHECKPOINT_TIME_INTERVAL_SECONDS
 CHECKPOINT_COMMITTER = env.choice("CHECKPOINT_COMMITTER", "process", ("process", "thread"))
 CHECKPOINT_MAX_AGE_DAYS = env.int("CHECKPOINT_MAX_AGE_DAYS", 30, minimum=1)
 CHECKPOINT_CLEANUP_INTERVAL_HOURS = env.seconds("CHECKPOINT_CLEANUP_INTERVAL_HOURS", 24)
+# The control loop deletes, once a day, ended trainings and backtests older than this, with their events and
+# files (operations/services/retention.py); 0: never (`manage.py operations purge` does it by hand).
+OPERATIONS_RETENTION_DAYS = env.int("OPERATIONS_RETENTION_DAYS", 0)
 
 # --- workers: django-q2
 Q_BROKER = env.choice("Q_BROKER", "orm", ("orm", "redis"))

@@ -18,6 +18,7 @@ from operations.management.follow import follow as follow_operation
 from operations.management.results import outcome_lines, resume_hint, result_lines
 from operations.models import TERMINAL_STATUSES, OperationStatus, OperationType
 from operations.services.lifecycle import CancelOutcome, operation_cancel
+from operations.services.retention import DEFAULT_TYPES, MAX_DAYS, operations_purge
 from runtime.api import ResumedFromSerializer
 from runtime.resume import operation_resume
 
@@ -37,7 +38,7 @@ class Command(ActionCommand):
     help = "List, inspect, cancel and resume operations."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        actions = parser.add_subparsers(dest="action", required=True, metavar="{list,status,cancel,resume}")
+        actions = parser.add_subparsers(dest="action", required=True, metavar="{list,status,cancel,resume,purge}")
 
         listing = actions.add_parser("list", help="List operations, newest first.")
         listing.add_argument("--status", choices=OperationStatus.values, help="Only the operations in this status.")
@@ -60,6 +61,19 @@ class Command(ActionCommand):
         resume.add_argument("operation_id", help="The operation to resume (op_<type>_<YYYYMMDD>_<HHMMSS>_<8 hex>).")
         resume.add_argument("--follow", action="store_true", help="Wait until the operation has ended.")
         resume.add_argument("--json", action="store_true", help="Print the API's JSON body.")
+
+        purge = actions.add_parser(
+            "purge", help="Delete the operations that ended more than DAYS ago, with their events and files, in "
+                          "batches (trainings a backtest still needs and sessions with a child not ended stay).")
+        purge.add_argument("--older-than", dest="older_than", type=float, required=True, metavar="DAYS",
+                           help="Only those completed, failed or cancelled more than DAYS ago (fractions allowed).")
+        purge.add_argument("--status", dest="statuses", action="append", choices=[s.value for s in TERMINAL_STATUSES],
+                           help="Only those that ended so; repeatable (default: all three).")
+        purge.add_argument("--type", dest="types", action="append", choices=OperationType.values,
+                           help="Only those of this type; repeatable (default: training and backtesting). "
+                                "agent_research deletes the sessions' assessments too: the designer forgets them.")
+        purge.add_argument("--dry-run", action="store_true", help="Only say what would be deleted.")
+        purge.add_argument("--json", action="store_true", help="Print what was deleted and kept as JSON.")
 
     # --- list
     def handle_list(
@@ -209,3 +223,24 @@ class Command(ActionCommand):
                 self.stdout.write(f"{operation_id}: {operation.status}")
                 last = operation.status
             time.sleep(poll_seconds)
+
+    # --- purge
+    def handle_purge(self, *, older_than: float, statuses: list[str] | None, types: list[str] | None, dry_run: bool,
+                     json: bool, **_: Any) -> None:
+        if not 0 <= older_than <= MAX_DAYS:  # NaN too
+            raise CommandError(f"--older-than must be from 0 to {MAX_DAYS:,} days.")
+        report = operations_purge(older_than_days=older_than, statuses=statuses or TERMINAL_STATUSES,
+                                  operation_types=types or DEFAULT_TYPES, dry_run=dry_run)
+        if json:
+            self.write_json(report.as_dict())
+            return
+        verb = "Would delete" if dry_run else "Deleted"
+        count = len(report.operations)
+        self.stdout.write(f"{verb} {count} operation{'' if count == 1 else 's'} and {report.events:,} "
+                          f"event{'' if report.events == 1 else 's'}, with their files.")
+        if report.kept_as_models:
+            self.stdout.write(f"Kept {len(report.kept_as_models)} training(s) whose model a backtest not completed "
+                              f"needs: {', '.join(report.kept_as_models)}")
+        if report.kept_with_sessions:
+            self.stdout.write(f"Kept {len(report.kept_with_sessions)} operation(s) of research sessions with a child "
+                              f"not ended: {', '.join(report.kept_with_sessions)}")
