@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo      train, backtest out of sample, cancel, resume and compare on a bare machine (SQLite under var/, no services)"
 	@echo "make test      the import contracts (make lint), then the whole test suite against PostgreSQL (DATABASE_URL, default 127.0.0.1:5432)"
-	@echo "make bench     training checkpoint cost; backtest engine speed and checkpoint cost; load; failover (PostgreSQL)"
+	@echo "make bench     training checkpoint cost; backtest engine speed and checkpoint cost; load; failover; throughput (PostgreSQL)"
 	@echo "make run       web + qcluster + supervise together; Ctrl+C stops all three"
 	@echo "make install   create $(VENV) and install requirements.txt"
 
@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/backtest_speed.py
 	$(PY) benchmarks/load.py
 	$(PY) benchmarks/failover.py
+	$(PY) benchmarks/throughput.py
 
 # The layers of the code (pyproject.toml, docs/architecture.md): an import against them fails, named.
 lint: $(STAMP)
