@@ -192,12 +192,13 @@ def populate(users: list, bench_user, rng: random.Random) -> tuple[datetime, dic
     """
     from django.db import connection, transaction
 
+    from operations import registry
     from operations.clock import db_now
+    from operations.summaries import figures_dict
 
     began = time.perf_counter()
     now = db_now()
-    full_results = {kind: [json.dumps(full_result(kind, rng)) for _ in range(20)]
-                    for kind in ("training", "backtesting")}
+    full_results = {kind: [full_result(kind, rng) for _ in range(20)] for kind in ("training", "backtesting")}
     ids: set[str] = set()
     operations, events, checkpoints, workers = [], [], [], []
     history_workers = [f"gpu-{i % 40}:resilient:{10_000 + i}" for i in range(300)]
@@ -218,17 +219,19 @@ def populate(users: list, bench_user, rng: random.Random) -> tuple[datetime, dic
             local = operation_type == "agent_research"
             created = seconds_ago(600, 90 * 86_400) if not live else seconds_ago(60, 6 * 3600)
             status = TERMINAL_KINDS.get(kind) or kind.split("_")[0].replace("RECONCILING", "PENDING_RECONCILIATION")
+            params = params_of(operation_type, rng)
             row = {
                 "operation_id": unique_id(operation_type, created, rng, ids), "operation_type": operation_type,
                 "status": status, "previous_status": "", "version": 0, "owner_id": None, "worker_id": None,
                 "attempt": 0, "is_backend_local": local, "parent_id": None,
-                "params": json.dumps(params_of(operation_type, rng)), "result": None, "error_message": "",
+                "params": json.dumps(params), "result": None, "summary": "{}", "error_message": "",
                 "presumed_orphan": False, "progress_percent": 0.0, "progress_message": "", "progress_current": 0,
                 "progress_total": 50 if operation_type == "training" else 200_000,
                 "progress_unit": "epochs" if operation_type == "training" else "bars",
                 "created_at": created, "queued_at": None if local else created, "started_at": None,
                 "completed_at": None, "last_heartbeat_at": None, "cancel_requested_at": None,
-                "orphan_clock_from": None,
+                "orphan_clock_from": None, "max_restarts": 0, "restarts": 0, "end_cause": "", "restart_due_at": None,
+                "restart_from": None, "stalls": 0,
             }
             draw = rng.random()
             owner = bench_user if draw < USER_SHARE else None if draw < USER_SHARE + 0.05 else rng.choice(users)
@@ -250,8 +253,10 @@ def populate(users: list, bench_user, rng: random.Random) -> tuple[datetime, dic
                                row["queued_at"]))
             if status == "COMPLETED":
                 fresh = row["completed_at"] > now - timedelta(days=FULL_RESULT_DAYS)
-                row["result"] = (rng.choice(full_results[operation_type]) if fresh and not local
-                                 else json.dumps(compact_result(operation_type, rng)))
+                result = (rng.choice(full_results[operation_type]) if fresh and not local
+                          else compact_result(operation_type, rng))
+                row["result"] = json.dumps(result)
+                row["summary"] = json.dumps(figures_dict(registry.result_summary(operation_type, result, params)))
             if (status in ("FAILED", "CANCELLED", "RESUMING") and rng.random() < 0.6) or (
                     status == "RUNNING" and rng.random() < 0.5):
                 checkpoints.append(checkpoint_row(row, rng))
@@ -264,10 +269,10 @@ def populate(users: list, bench_user, rng: random.Random) -> tuple[datetime, dic
     with transaction.atomic(), raw.cursor() as cursor:
         copy_rows(cursor, "operations_worker", workers)
         copy_rows(cursor, "operations_operation", operations)
-        with cursor.copy("COPY operations_operationevent (operation_id, from_status, to_status, reason, actor, at) "
-                         "FROM STDIN") as copy:
+        with cursor.copy("COPY operations_operationevent (operation_id, from_status, to_status, reason, actor, at, "
+                         "principal) FROM STDIN") as copy:
             for event in events:
-                copy.write_row(event)
+                copy.write_row((*event, ""))
         copy_rows(cursor, "checkpoints_checkpoint", checkpoints)
     log(f"copied at {time.perf_counter() - began:.1f} s; VACUUM ANALYZE")
     with connection.cursor() as cursor:
