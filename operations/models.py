@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models, transaction
 from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from operations import permissions, transitions
@@ -269,6 +270,11 @@ class Operation(models.Model):
             models.Index(fields=["status", "last_heartbeat_at"], name="op_status_heartbeat_idx"),
             # lost-task re-enqueue: PENDING / RESUMING by enqueue age
             models.Index(fields=["status", "queued_at"], name="op_status_queued_idx"),
+            # the sweep's re-enqueue: only the queued operations a worker might claim, by how long they have
+            # waited (its expression), so its UPDATE reads the few past REQUEUE_AFTER_SECONDS however deep the
+            # queue. Nothing a heartbeat writes is in it.
+            models.Index(Coalesce("queued_at", "created_at"), name="op_unclaimed_idx",
+                         condition=Q(status__in=QUEUED_STATUSES, is_backend_local=False)),
             # list pages, newest first, for staff and for one owner
             models.Index(fields=["-created_at"], name="op_created_idx"),
             models.Index(fields=["owner", "-created_at"], name="op_owner_created_idx"),
