@@ -697,6 +697,7 @@ def mass_failure_bench() -> dict[str, float | int]:
     from django.db import connection, transaction
 
     from operations.clock import db_now
+    from operations.models import ControlLoop
 
     rng = random.Random(11)
     now = db_now()
@@ -734,6 +735,7 @@ def mass_failure_bench() -> dict[str, float | int]:
         for table in ("operations_operation", "operations_worker", "bench_mass"):
             cursor.execute(f"VACUUM ANALYZE {table}")
 
+    ControlLoop.objects.get_or_create(pk=1)  # there once a control loop took the lease (restoring deleted it)
     results: dict[str, list] = {}
     for kind, setup in (("stale", MASS_STALE_SQL), ("expired", MASS_EXPIRED_SQL)):
         for index in range(MASS_PASSES):
@@ -818,8 +820,8 @@ def million_bench(rows: int) -> dict[str, float | int]:
         statements.add(count)
         acted += sum(report.values())
     verdict = "meets the goal" if statistics.median(times) < SWEEP_IDLE_GOAL else "MISSES the goal"
-    lines = [f"\n[2] The orphan sweep at {total:,} operations ({total - before:,} of them copies of ended ones): a pass "
-             f"finding nothing, 20 passes: median {ms(statistics.median(times))} ms, max {ms(max(times))} ms, "
+    lines = [f"\n[2] The orphan sweep at {total:,} operations ({total - before:,} of them copies of ended ones): a "
+             f"pass finding nothing, 20 passes: median {ms(statistics.median(times))} ms, max {ms(max(times))} ms, "
              f"{'/'.join(str(count) for count in sorted(statements))} statements"
              + (f" (they acted on {acted})" if acted else "")
              + f"; goal under {SWEEP_IDLE_GOAL * 1e3:g} ms: {verdict}",
