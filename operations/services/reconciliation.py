@@ -223,7 +223,7 @@ def _requeue_unclaimed(now: datetime, report: SweepReport) -> None:
     UPDATE checks each row is still unclaimed for long enough as it takes
     it), so two control loops cannot both re-enqueue; the claim makes a
     duplicate delivery harmless anyway. One UPDATE for all the rows; the
-    broker is then called once per operation, after the commit.
+    broker is then called once per operation, after the commit (_enqueue).
     """
     cutoff = now - timedelta(seconds=settings.REQUEUE_AFTER_SECONDS)
     # What op_unclaimed_idx serves. The statuses are transition_many()'s own condition: repeated, as another
@@ -244,9 +244,21 @@ def _requeue_unclaimed(now: datetime, report: SweepReport) -> None:
             at=now,
             queued_at=now,
         )
-        for row in moved:
-            transaction.on_commit(partial(registry.enqueue_operation, row["pk"], row["operation_type"]))
+        if moved:
+            transaction.on_commit(partial(_enqueue, [(row["pk"], row["operation_type"]) for row in moved]))
     report.requeued.extend(row["pk"] for row in moved)
+
+
+def _enqueue(operations: list[tuple[str, str]]) -> None:
+    """Hand each operation to the broker, once the re-enqueue is committed: one call each.
+
+    In one transaction: outside any, django-q2's ORM broker calls close_old_connections() before each enqueue,
+    which with DATABASE_CONN_MAX_AGE 0 closes the connection, and each call connected again (6.6 ms a call
+    where it takes 0.3 ms). With the Redis broker the transaction holds nothing.
+    """
+    with transaction.atomic():
+        for operation_id, operation_type in operations:
+            registry.enqueue_operation(operation_id, operation_type)
 
 
 def reconcile_startup(*, now: datetime | None = None) -> ReconcileReport:

@@ -24,6 +24,7 @@ from operations.models import ControlLoop, Operation, OperationEvent, Worker, Wo
 from operations.models import OperationStatus as S
 from operations.services.reconciliation import SweepReport, sweep_orphans
 from operations.services.workers import CurrentOperation, worker_heartbeat
+from tests.conftest import queued_operation_ids
 from tests.support.processes import ROOT
 from tests.support.race import race
 
@@ -114,14 +115,14 @@ class TestStatements:
                                        django_capture_on_commit_callbacks):
         """Stale RUNNING, expired reconciliations and unclaimed PENDING, `count` of each: one INSERT of events more
         per step. The broker is then called once per re-enqueued operation, after the commit: the one part of a
-        pass that grows with the operations it acts on, and no statement of the sweep's own."""
+        pass that grows with the operations it acts on, and none of the statements counted here."""
         stale, expired, waiting = stale_running(count), expired_reconciliations(count), unclaimed(count)
-        with django_capture_on_commit_callbacks() as enqueues:
+        with django_capture_on_commit_callbacks(execute=True):
             report, statements = statements_of_a_pass()
         assert sorted(report.pending_reconciliation) == sorted(stale)
         assert sorted(report.failed) == sorted(expired)
         assert sorted(report.requeued) == sorted(waiting)
-        assert len(enqueues) == count
+        assert sorted(queued_operation_ids()) == sorted(waiting)
         assert OperationEvent.objects.count() == 3 * count
         assert len(statements) == EMPTY_PASS + 3 * STEP_WITH_EVENTS, "\n".join(statements)
 
