@@ -13,9 +13,15 @@
 2. The orphan sweep (`sweep_orphans`, what `supervise` runs every ORPHAN_CHECK_INTERVAL_SECONDS) over
    100,000 operations: passes that act on a realistic mix (stale RUNNING, expired reconciliations, lost
    queue messages), each on the same state restored, and passes that find nothing (the usual case).
-   EXPLAIN of every query a pass makes.
+   EXPLAIN of every query a pass makes. Then a mass failure beside them: BENCH_SWEEP_MASS operations (5,000)
+   whose workers all died together, the pass that finds them silent and the pass that fails them after the
+   orphan timeout, timed with their statements counted; and, at the end of the bench, the pass that finds
+   nothing again over BENCH_SWEEP_ROWS operations (1,000,000: the 100,000 and copies of their ended ones).
+   Each beside its goal: a pass acting on 5,000 in under 1 s, one finding nothing in under 20 ms.
 3. A page of `GET /api/v1/operations/` (as staff, and as a user owning a tenth of them) and the admin
    changelist, over the same 100,000 operations through the same gunicorn; EXPLAIN of their queries.
+
+BENCH_LOAD_PARTS (heartbeats,sweep,pages) runs only the parts named: `BENCH_LOAD_PARTS=sweep` needs no gunicorn.
 
 The database is the bench's own (`bench_load_<pid>_<hex>`, created on the PostgreSQL server of
 BENCH_DATABASE_URL, else of DATABASE_URL, else 127.0.0.1:5432), migrated, and dropped at the end, as are
@@ -39,6 +45,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from collections import Counter
 from datetime import datetime, timedelta
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -63,6 +70,12 @@ ADMIN_REQUESTS = int(os.environ.get("BENCH_ADMIN_REQUESTS", "50"))  # the change
 CONN_MAX_AGE = os.environ.get("BENCH_CONN_MAX_AGE", "60")
 DROP_INDEXES = [name for name in os.environ.get("BENCH_DROP_INDEXES", "").split(",") if name]
 SWEEP_PASSES = int(os.environ.get("BENCH_SWEEP_PASSES", "5"))
+MASS = int(os.environ.get("BENCH_SWEEP_MASS", "5000"))  # operations whose workers die at once (0: not measured)
+MASS_PASSES = int(os.environ.get("BENCH_SWEEP_MASS_PASSES", "3"))
+SWEEP_ROWS = int(os.environ.get("BENCH_SWEEP_ROWS", "1000000"))  # the empty pass again at this size (0: not)
+SWEEP_ACTING_GOAL = 1.0  # seconds: a pass acting on 5,000 operations (and their workers)
+SWEEP_IDLE_GOAL = 0.020  # seconds: a pass that finds nothing, at a million operations
+PARTS = {part.strip() for part in os.environ.get("BENCH_LOAD_PARTS", "heartbeats,sweep,pages").split(",")}
 FULL_RESULT_DAYS = 5  # operations finished this recently carry full-size results; older ones compact ones
 
 # The 100,000 operations: kind → count. A kind fixes the status and how old the heartbeat or queue entry is;
@@ -192,12 +205,13 @@ def populate(users: list, bench_user, rng: random.Random) -> tuple[datetime, dic
     """
     from django.db import connection, transaction
 
+    from operations import registry
     from operations.clock import db_now
+    from operations.summaries import figures_dict
 
     began = time.perf_counter()
     now = db_now()
-    full_results = {kind: [json.dumps(full_result(kind, rng)) for _ in range(20)]
-                    for kind in ("training", "backtesting")}
+    full_results = {kind: [full_result(kind, rng) for _ in range(20)] for kind in ("training", "backtesting")}
     ids: set[str] = set()
     operations, events, checkpoints, workers = [], [], [], []
     history_workers = [f"gpu-{i % 40}:resilient:{10_000 + i}" for i in range(300)]
@@ -218,17 +232,19 @@ def populate(users: list, bench_user, rng: random.Random) -> tuple[datetime, dic
             local = operation_type == "agent_research"
             created = seconds_ago(600, 90 * 86_400) if not live else seconds_ago(60, 6 * 3600)
             status = TERMINAL_KINDS.get(kind) or kind.split("_")[0].replace("RECONCILING", "PENDING_RECONCILIATION")
+            params = params_of(operation_type, rng)
             row = {
                 "operation_id": unique_id(operation_type, created, rng, ids), "operation_type": operation_type,
                 "status": status, "previous_status": "", "version": 0, "owner_id": None, "worker_id": None,
                 "attempt": 0, "is_backend_local": local, "parent_id": None,
-                "params": json.dumps(params_of(operation_type, rng)), "result": None, "error_message": "",
+                "params": json.dumps(params), "result": None, "summary": "{}", "error_message": "",
                 "presumed_orphan": False, "progress_percent": 0.0, "progress_message": "", "progress_current": 0,
                 "progress_total": 50 if operation_type == "training" else 200_000,
                 "progress_unit": "epochs" if operation_type == "training" else "bars",
                 "created_at": created, "queued_at": None if local else created, "started_at": None,
                 "completed_at": None, "last_heartbeat_at": None, "cancel_requested_at": None,
-                "orphan_clock_from": None,
+                "orphan_clock_from": None, "max_restarts": 0, "restarts": 0, "end_cause": "", "restart_due_at": None,
+                "restart_from": None, "stalls": 0,
             }
             draw = rng.random()
             owner = bench_user if draw < USER_SHARE else None if draw < USER_SHARE + 0.05 else rng.choice(users)
@@ -250,8 +266,10 @@ def populate(users: list, bench_user, rng: random.Random) -> tuple[datetime, dic
                                row["queued_at"]))
             if status == "COMPLETED":
                 fresh = row["completed_at"] > now - timedelta(days=FULL_RESULT_DAYS)
-                row["result"] = (rng.choice(full_results[operation_type]) if fresh and not local
-                                 else json.dumps(compact_result(operation_type, rng)))
+                result = (rng.choice(full_results[operation_type]) if fresh and not local
+                          else compact_result(operation_type, rng))
+                row["result"] = json.dumps(result)
+                row["summary"] = json.dumps(figures_dict(registry.result_summary(operation_type, result, params)))
             if (status in ("FAILED", "CANCELLED", "RESUMING") and rng.random() < 0.6) or (
                     status == "RUNNING" and rng.random() < 0.5):
                 checkpoints.append(checkpoint_row(row, rng))
@@ -264,10 +282,10 @@ def populate(users: list, bench_user, rng: random.Random) -> tuple[datetime, dic
     with transaction.atomic(), raw.cursor() as cursor:
         copy_rows(cursor, "operations_worker", workers)
         copy_rows(cursor, "operations_operation", operations)
-        with cursor.copy("COPY operations_operationevent (operation_id, from_status, to_status, reason, actor, at) "
-                         "FROM STDIN") as copy:
+        with cursor.copy("COPY operations_operationevent (operation_id, from_status, to_status, reason, actor, at, "
+                         "principal) FROM STDIN") as copy:
             for event in events:
-                copy.write_row(event)
+                copy.write_row((*event, ""))
         copy_rows(cursor, "checkpoints_checkpoint", checkpoints)
     log(f"copied at {time.perf_counter() - began:.1f} s; VACUUM ANALYZE")
     with connection.cursor() as cursor:
@@ -439,11 +457,12 @@ class QueryLog:
         return execute(sql, params, many, context)
 
 
-def explain(queries: list[tuple[str, tuple]], indent: str = "    ") -> list[str]:
-    """One line per distinct statement: how often it ran, its scans, and (SELECTs, by EXPLAIN ANALYZE) its time.
+def explain(queries: list[tuple[str, tuple]], indent: str = "    ", analyse_writes: bool = False) -> list[str]:
+    """One line per distinct statement: how often it ran, its scans, and (SELECTs, by EXPLAIN ANALYZE) its time;
+    with `analyse_writes`, the time of its writes too, each run in a transaction rolled back.
 
     A sequential scan of a table over 10,000 rows is flagged: that is where an index would help."""
-    from django.db import connection
+    from django.db import connection, transaction
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT relname, reltuples::bigint FROM pg_class WHERE relkind = 'r'")
@@ -462,10 +481,11 @@ def explain(queries: list[tuple[str, tuple]], indent: str = "    ") -> list[str]
         if not re.search(r"operations_operation|operations_worker|checkpoints_checkpoint|statement_timestamp", sql):
             others += runs[sql]  # sessions, users, permissions: by primary key or tiny tables
             continue
-        analyse = verb == "SELECT"
-        with connection.cursor() as cursor:
+        analyse = verb == "SELECT" or analyse_writes
+        with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(("EXPLAIN (ANALYZE) " if analyse else "EXPLAIN ") + sql, params)
             plan = [line for (line,) in cursor.fetchall()]
+            transaction.set_rollback(True)  # what a write's ANALYZE changed
         scans = []
         for line in plan:
             text = line.strip().removeprefix("->").strip()
@@ -601,6 +621,216 @@ def sweep_bench(reference: datetime) -> dict[str, float | int]:
         print(line, flush=True)
     return {"acting_median": statistics.median(acting), "acting_max": max(acting), "acted": work,
             "idle_median": statistics.median(idle), "idle_max": max(idle)}
+
+
+# --- 2, continued: a mass failure, and the pass that finds nothing at a million operations
+
+MASS_PREFIX = "op_training_mass_"  # the mass failure's operations; their workers' ids begin with "mass-"
+LIVE_STATUSES = "('RUNNING', 'PENDING_RECONCILIATION', 'PENDING', 'RESUMING')"
+FLEET_ALIVE_SQL = f"""
+UPDATE operations_operation SET last_heartbeat_at = statement_timestamp(), queued_at = statement_timestamp(),
+    orphan_clock_from = CASE WHEN orphan_clock_from IS NULL THEN NULL ELSE statement_timestamp() END
+WHERE status IN {LIVE_STATUSES} AND operation_id NOT LIKE %(operations)s;
+UPDATE operations_worker SET last_seen_at = statement_timestamp()
+WHERE status IN ('IDLE', 'BUSY', 'STOPPING') AND worker_id NOT LIKE %(workers)s;
+"""
+MASS_STALE_SQL = """
+UPDATE operations_operation o SET status = 'RUNNING', previous_status = 'PENDING', version = 1, error_message = '',
+    presumed_orphan = false, completed_at = NULL, end_cause = '', restart_due_at = NULL, orphan_clock_from = NULL,
+    last_heartbeat_at = statement_timestamp() - m.silent
+FROM bench_mass m WHERE o.operation_id = m.operation_id;
+UPDATE operations_worker w SET status = 'BUSY', current_operation_id = m.operation_id,
+    last_seen_at = statement_timestamp() - m.silent
+FROM bench_mass m WHERE w.worker_id = m.worker_id;
+DELETE FROM operations_operationevent WHERE operation_id IN (SELECT operation_id FROM bench_mass);
+"""
+MASS_EXPIRED_SQL = """
+UPDATE operations_operation o SET status = 'PENDING_RECONCILIATION', previous_status = 'RUNNING', version = 2,
+    error_message = '', presumed_orphan = false, completed_at = NULL, end_cause = '', restart_due_at = NULL,
+    orphan_clock_from = statement_timestamp() - m.expired, last_heartbeat_at = statement_timestamp() - m.expired
+FROM bench_mass m WHERE o.operation_id = m.operation_id;
+UPDATE operations_worker w SET status = 'UNAVAILABLE', current_operation_id = NULL,
+    last_seen_at = statement_timestamp() - m.expired
+FROM bench_mass m WHERE w.worker_id = m.worker_id;
+DELETE FROM operations_operationevent WHERE operation_id IN (SELECT operation_id FROM bench_mass);
+"""
+MASS_DELETE_SQL = """
+DELETE FROM operations_operationevent WHERE operation_id IN (SELECT operation_id FROM bench_mass);
+DELETE FROM operations_operation WHERE operation_id IN (SELECT operation_id FROM bench_mass);
+DELETE FROM operations_worker WHERE worker_id IN (SELECT worker_id FROM bench_mass);
+DROP TABLE bench_mass;
+"""
+
+
+def fleet_alive() -> None:
+    """Every live operation and worker but the mass failure's heart-beats now: a pass finds nothing else to do."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(FLEET_ALIVE_SQL, {"operations": f"{MASS_PREFIX}%", "workers": "mass-%"})
+
+
+def timed_sweep() -> tuple[float, int, dict[str, int], list[tuple[str, tuple]]]:
+    """One pass of sweep_orphans: its time, its statements, how many it acted on by what it did, and its queries."""
+    from django.db import connection
+
+    from operations.models import OperationEvent
+    from operations.services.reconciliation import sweep_orphans
+
+    queries = QueryLog()
+    events = OperationEvent.objects.count()
+    started = time.perf_counter()
+    with connection.execute_wrapper(queries):
+        report = sweep_orphans()
+    took = time.perf_counter() - started
+    acted = {name: len(ids) for name, ids in report.as_dict().items()}
+    acted["events"] = OperationEvent.objects.count() - events
+    return took, len(queries.queries), acted, queries.queries
+
+
+def mass_failure_bench() -> dict[str, float | int]:
+    """MASS operations beside the 100,000, each on a worker of its own, all silent for 32-40 s (their workers died
+    together), the rest of the fleet alive: the pass that finds them (→ PENDING_RECONCILIATION, their workers →
+    UNAVAILABLE), then, restored as reconciliations 70-600 s old, the pass that fails them (presumed orphans,
+    half of them with restarts left, so the restart policy plans a resume for those). Each MASS_PASSES times on
+    the same state restored, followed by a pass that finds nothing; then the MASS operations are deleted."""
+    from django.db import connection, transaction
+
+    from operations.clock import db_now
+    from operations.models import ControlLoop
+
+    rng = random.Random(11)
+    now = db_now()
+    operations, workers, ages = [], [], []
+    for index in range(MASS):
+        operation_id, worker_id = f"{MASS_PREFIX}{index:06d}", f"mass-{index // 8}:resilient:{30_000 + index}"
+        silent, expired = rng.uniform(32, 40), rng.uniform(70, 600)
+        started = now - timedelta(seconds=rng.uniform(600, 6 * 3600))
+        max_restarts = 3 if index % 2 else 0
+        operations.append({
+            "operation_id": operation_id, "operation_type": "training", "status": "RUNNING",
+            "previous_status": "PENDING", "version": 1, "owner_id": None, "worker_id": worker_id, "attempt": 1,
+            "is_backend_local": False, "parent_id": None, "params": json.dumps(params_of("training", rng)),
+            "result": None, "summary": "{}", "error_message": "", "presumed_orphan": False,
+            "progress_percent": 50.0, "progress_message": "25 of 50", "progress_current": 25, "progress_total": 50,
+            "progress_unit": "epochs", "created_at": started - timedelta(seconds=5), "queued_at": started,
+            "started_at": started, "completed_at": None, "last_heartbeat_at": now - timedelta(seconds=silent),
+            "cancel_requested_at": None, "orphan_clock_from": None, "max_restarts": max_restarts,
+            "restarts": index % 4 if max_restarts else 0, "end_cause": "", "restart_due_at": None,
+            "restart_from": None, "stalls": 0,
+        })
+        workers.append(worker_row(worker_id, "BUSY", operation_id, started - timedelta(seconds=5),
+                                  now - timedelta(seconds=silent)))
+        ages.append((operation_id, worker_id, timedelta(seconds=silent), timedelta(seconds=expired)))
+    connection.ensure_connection()
+    with transaction.atomic(), connection.connection.cursor() as cursor:
+        copy_rows(cursor, "operations_worker", workers)
+        copy_rows(cursor, "operations_operation", operations)
+        cursor.execute("CREATE TABLE bench_mass (operation_id text PRIMARY KEY, worker_id text, silent interval, "
+                       "expired interval)")
+        with cursor.copy("COPY bench_mass FROM STDIN") as copy:
+            for row in ages:
+                copy.write_row(row)
+    with connection.cursor() as cursor:
+        for table in ("operations_operation", "operations_worker", "bench_mass"):
+            cursor.execute(f"VACUUM ANALYZE {table}")
+
+    ControlLoop.objects.get_or_create(pk=1)  # there once a control loop took the lease (restoring deleted it)
+    results: dict[str, list] = {}
+    for kind, setup in (("stale", MASS_STALE_SQL), ("expired", MASS_EXPIRED_SQL)):
+        for index in range(MASS_PASSES):
+            with connection.cursor() as cursor:
+                cursor.execute(setup)
+            fleet_alive()
+            acting = timed_sweep()
+            idle = timed_sweep()
+            results.setdefault(kind, []).append((acting, idle))
+            log(f"mass failure, {kind} pass {index + 1}: {ms(acting[0])} ms, {acting[1]} statements "
+                f"(acted on {acting[2]}); then {ms(idle[0])} ms, {idle[1]} statements")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(MASS_DELETE_SQL)
+    with connection.cursor() as cursor:
+        for table in ("operations_operation", "operations_worker", "operations_operationevent"):
+            cursor.execute(f"VACUUM ANALYZE {table}")
+
+    figures: dict[str, float | int] = {}
+    lines = [f"  a mass failure beside them: {MASS:,} operations whose workers died together, the rest alive "
+             f"({MASS_PASSES} passes of each kind, each on the same state; goal: under {SWEEP_ACTING_GOAL:g} s)"]
+    labels = {"stale": f"the pass finding them silent 32-40 s (→ PENDING_RECONCILIATION, workers → UNAVAILABLE)",
+              "expired": "the pass failing them after the orphan timeout (→ FAILED, restarts planned for half)"}
+    for kind, runs in results.items():
+        times = [acting[0] for acting, _idle in runs]
+        statements = {acting[1] for acting, _idle in runs}
+        acted = runs[0][0][2]
+        moved = acted["pending_reconciliation"] if kind == "stale" else acted["failed"]
+        verdict = "meets the goal" if statistics.median(times) < SWEEP_ACTING_GOAL else "MISSES the goal"
+        lines += [
+            f"    {labels[kind]}: median {ms(statistics.median(times))} ms, max {ms(max(times))} ms, "
+            f"{'/'.join(str(count) for count in sorted(statements))} statements; {verdict}",
+            f"      acted on {moved:,} operations ({acted['events']:,} events), {acted['workers_unavailable']:,} "
+            f"workers → UNAVAILABLE"
+            + ("" if all(acting[2] == acted for acting, _idle in runs) else
+               f" (passes differed: {[acting[2] for acting, _idle in runs]})"),
+            f"      the pass after it, finding nothing: median {ms(statistics.median(idle[0] for _a, idle in runs))} "
+            f"ms, {runs[0][1][1]} statements",
+        ]
+        figures[f"{kind}_median"] = statistics.median(times)
+        figures[f"{kind}_statements"] = max(statements)
+        figures[f"{kind}_acted"] = moved
+    explained = results["stale"][0][0][3]
+    lines += ["  statements of the pass finding them silent (× how often each ran):",
+              *(f"    ×{count:<5} {short_sql(sql)}" for sql, count in
+                Counter(sql for sql, _params in explained).most_common(8))]
+    for line in lines:
+        print(line, flush=True)
+    return figures
+
+
+def million_bench(rows: int) -> dict[str, float | int]:
+    """The pass that finds nothing (every live operation and worker heart-beating) over `rows` operations: the
+    bench's, and as many more ended ones, copies of the mix's ended operations (new ids; no result, events or
+    checkpoints, which the sweep reads none of), inserted and analysed; EXPLAIN ANALYZE of each statement."""
+    from django.db import connection
+
+    from operations.models import Operation
+
+    columns = [field.column for field in Operation._meta.concrete_fields]
+    copied = {"operation_id": "o.operation_id || '_c' || g", "result": "NULL"}
+    started = time.perf_counter()
+    before = Operation.objects.count()
+    ended = Operation.objects.filter(status__in=["COMPLETED", "FAILED", "CANCELLED"]).count()
+    with connection.cursor() as cursor:
+        if rows > before:
+            cursor.execute(
+                f"INSERT INTO operations_operation ({', '.join(columns)}) "
+                f"SELECT {', '.join(copied.get(column, f'o.{column}') for column in columns)} "
+                "FROM generate_series(1, %(copies)s) g CROSS JOIN operations_operation o "
+                "WHERE o.status IN ('COMPLETED', 'FAILED', 'CANCELLED') LIMIT %(more)s",
+                {"copies": math.ceil((rows - before) / max(1, ended)), "more": rows - before})
+        cursor.execute("VACUUM ANALYZE operations_operation")
+    total = Operation.objects.count()
+    log(f"{total:,} operations after {time.perf_counter() - started:.0f} s")
+    fleet_alive()
+    timed_sweep()  # whatever the parts before left to do
+    fleet_alive()
+    times, statements, acted, queries = [], set(), 0, []
+    for _ in range(20):
+        took, count, report, queries = timed_sweep()
+        times.append(took)
+        statements.add(count)
+        acted += sum(report.values())
+    verdict = "meets the goal" if statistics.median(times) < SWEEP_IDLE_GOAL else "MISSES the goal"
+    lines = [f"\n[2] The orphan sweep at {total:,} operations ({total - before:,} of them copies of ended ones): a "
+             f"pass finding nothing, 20 passes: median {ms(statistics.median(times))} ms, max {ms(max(times))} ms, "
+             f"{'/'.join(str(count) for count in sorted(statements))} statements"
+             + (f" (they acted on {acted})" if acted else "")
+             + f"; goal under {SWEEP_IDLE_GOAL * 1e3:g} ms: {verdict}",
+             "  EXPLAIN ANALYZE of each statement (writes in a transaction rolled back):",
+             *explain(queries, analyse_writes=True)]
+    for line in lines:
+        print(line, flush=True)
+    return {"rows": total, "idle_median": statistics.median(times), "idle_max": max(times),
+            "idle_statements": max(statements)}
 
 
 # --- gunicorn
@@ -1055,36 +1285,57 @@ def run(resources: Resources) -> None:
           + ", ".join(f"{status} {count:,}" for status, count in sorted(counts.items(), key=lambda kv: -kv[1]))
           + f"; a tenth owned by {user.username}", flush=True)
 
-    print("\n[2] The orphan sweep over 100,000 operations (sweep_orphans, in-process as supervise runs it)",
-          flush=True)
-    sweep = sweep_bench(reference)
+    if "sweep" in PARTS:
+        print("\n[2] The orphan sweep over 100,000 operations (sweep_orphans, in-process as supervise runs it)",
+              flush=True)
+        sweep = sweep_bench(reference)
+        mass = mass_failure_bench() if MASS else {}
 
-    env = {**os.environ, "DATABASE_URL": resources.database_url(), "VAR_DIR": str(resources.work),
-           "DATABASE_CONN_MAX_AGE": CONN_MAX_AGE}
-    env.pop("BENCH_DATABASE_URL", None)
-    print(f"\n  gunicorn: {GUNICORN_CLASS}, {GUNICORN_WORKERS} processes x {GUNICORN_THREADS} threads, "
-          f"DATABASE_CONN_MAX_AGE={CONN_MAX_AGE}", flush=True)
-    gunicorn, port = start_gunicorn(resources, env, resources.work / "gunicorn.log")
-    sustained = heartbeat_bench(resources, port, gunicorn.pid, tokens["bench-worker"])
-    time.sleep(2)  # the server drains what the last step left queued
+    if PARTS & {"heartbeats", "pages"}:
+        env = {**os.environ, "DATABASE_URL": resources.database_url(), "VAR_DIR": str(resources.work),
+               "DATABASE_CONN_MAX_AGE": CONN_MAX_AGE}
+        env.pop("BENCH_DATABASE_URL", None)
+        print(f"\n  gunicorn: {GUNICORN_CLASS}, {GUNICORN_WORKERS} processes x {GUNICORN_THREADS} threads, "
+              f"DATABASE_CONN_MAX_AGE={CONN_MAX_AGE}", flush=True)
+        gunicorn, port = start_gunicorn(resources, env, resources.work / "gunicorn.log")
+    if "heartbeats" in PARTS:
+        sustained = heartbeat_bench(resources, port, gunicorn.pid, tokens["bench-worker"])
+        time.sleep(2)  # the server drains what the last step left queued
 
-    print(f"\n[3] A page of the operations list over {Operation.objects.count():,} operations, through the same "
-          f"gunicorn ({PAGE_REQUESTS} sequential requests each, {ADMIN_REQUESTS} for the admin, over one connection; "
-          "latencies in ms)", flush=True)
-    medians = pages_bench(port, staff, password, tokens["bench-staff"], tokens["bench-user"])
-    errors = [line for line in (resources.work / "gunicorn.log").read_text().splitlines()
-              if "ERROR" in line or "Traceback" in line]
-    print(f"\n  gunicorn's error log: {len(errors)} error lines" + (f"; the first: {errors[0]}" if errors else ""))
+    if "pages" in PARTS:
+        print(f"\n[3] A page of the operations list over {Operation.objects.count():,} operations, through the same "
+              f"gunicorn ({PAGE_REQUESTS} sequential requests each, {ADMIN_REQUESTS} for the admin, over one "
+              "connection; latencies in ms)", flush=True)
+        medians = pages_bench(port, staff, password, tokens["bench-staff"], tokens["bench-user"])
+    if PARTS & {"heartbeats", "pages"}:
+        errors = [line for line in (resources.work / "gunicorn.log").read_text().splitlines()
+                  if "ERROR" in line or "Traceback" in line]
+        print(f"\n  gunicorn's error log: {len(errors)} error lines" + (f"; the first: {errors[0]}" if errors else ""))
+    if "sweep" in PARTS and SWEEP_ROWS:  # last: the copies would change what the pages measure
+        million = million_bench(SWEEP_ROWS)
     print(f"\nSummary ({cores} vCPUs, generator on the same machine; load average "
           f"{load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end):")
-    print(f"  [1] heartbeats: largest N sustained at 1 heartbeat/s each with p99 < 50 ms and no error: "
-          f"{sustained or 'none'}")
-    print(f"  [2] sweep over 100k: acting pass median {ms(sweep['acting_median'])} ms (max "
-          f"{ms(sweep['acting_max'])} ms, {sweep['acted']} operations acted on); idle pass median "
-          f"{ms(sweep['idle_median'])} ms (max {ms(sweep['idle_max'])} ms)")
-    print("  [3] list pages, median ms:")
-    for label, value in medians.items():
-        print(f"        {label:52} {ms(value):>7}")
+    if "heartbeats" in PARTS:
+        print(f"  [1] heartbeats: largest N sustained at 1 heartbeat/s each with p99 < 50 ms and no error: "
+              f"{sustained or 'none'}")
+    if "sweep" in PARTS:
+        print(f"  [2] sweep over 100k: acting pass median {ms(sweep['acting_median'])} ms (max "
+              f"{ms(sweep['acting_max'])} ms, {sweep['acted']} operations acted on); idle pass median "
+              f"{ms(sweep['idle_median'])} ms (max {ms(sweep['idle_max'])} ms)")
+        if mass:
+            print(f"      a pass acting on {mass['stale_acted']:,} stale operations and their workers: median "
+                  f"{ms(mass['stale_median'])} ms in {mass['stale_statements']} statements (goal: under "
+                  f"{SWEEP_ACTING_GOAL * 1e3:g} ms, statements not growing with the count); failing "
+                  f"{mass['expired_acted']:,} after the orphan timeout: {ms(mass['expired_median'])} ms in "
+                  f"{mass['expired_statements']} statements")
+        if SWEEP_ROWS:
+            print(f"      a pass finding nothing at {million['rows']:,} operations: median "
+                  f"{ms(million['idle_median'])} ms (max {ms(million['idle_max'])} ms) in "
+                  f"{million['idle_statements']} statements (goal: under {SWEEP_IDLE_GOAL * 1e3:g} ms)")
+    if "pages" in PARTS:
+        print("  [3] list pages, median ms:")
+        for label, value in medians.items():
+            print(f"        {label:52} {ms(value):>7}")
 
 
 if __name__ == "__main__":

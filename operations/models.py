@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models, transaction
 from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from operations import permissions, transitions
@@ -22,6 +23,7 @@ from operations.transitions import (  # noqa: F401  (the statuses are the models
     TERMINAL_STATUSES,
     OperationStatus,
 )
+from operations.updates import update_returning
 
 
 class OperationType(models.TextChoices):
@@ -35,6 +37,15 @@ class _Unset:
 
 
 UNSET: Any = _Unset()
+
+
+class _SameStatus:
+    def __repr__(self) -> str:
+        return "SAME_STATUS"
+
+
+# transition_many()'s `to_status` for a change that leaves each row in its own status (a re-enqueue).
+SAME_STATUS: Any = _SameStatus()
 
 
 class OperationQuerySet(models.QuerySet):
@@ -98,6 +109,66 @@ class OperationQuerySet(models.QuerySet):
                     **({"at": at} if at is not None else {}),
                 )
         return won == 1
+
+    def transition_many(
+        self,
+        *,
+        from_statuses: Iterable[str],
+        to_status: str,
+        actor: str,
+        reason: str | Callable[[dict[str, Any]], str] = "",
+        returning: Sequence[str] = (),
+        at: datetime | None = None,
+        principal: str = "",
+        **changes: Any,
+    ) -> list[dict[str, Any]]:
+        """Move every operation of this queryset that is still as expected to `to_status` at once: what
+        transition() is for one row, for a set of rows in a number of statements that does not grow with it.
+        Returns the moved ones, by id: each its "pk" and its `returning` fields as written.
+
+        The same table check: TransitionNotAllowed before anything is written. One conditional UPDATE … RETURNING
+        (operations/updates.py) of the queryset's rows that are in one of `from_statuses` with the table's guard,
+        version + 1: its whole condition, the queryset's included, is checked again on each row as the UPDATE
+        takes it, so a row another writer moved, or changed so that it no longer matches (a heartbeat that made
+        it fresh), is left alone, and of callers racing for the same rows each row moves once. The moved rows'
+        events in one INSERT in the same transaction, each with its own reason when `reason` is a function of
+        the moved row (its returned fields). A change may be an expression over the row's own columns (F,
+        Coalesce, Case), so each row gets its own values from the one statement. `to_status` SAME_STATUS leaves
+        each row in the status it is in (the table must allow each of `from_statuses` to itself). The queryset
+        must filter on the table's own columns (no join).
+        """
+        from_statuses = list(from_statuses)
+        same = to_status is SAME_STATUS
+        several = len(set(from_statuses)) > 1
+        if same:
+            rows = self.filter(transitions.staying(from_statuses, actor))
+        else:
+            rows = self.filter(transitions.moving(from_statuses, to_status, actor))
+            changes["status"] = to_status
+            if from_statuses != [to_status]:  # as in transition()
+                changes["previous_status"] = F("status")
+        changes.setdefault("restart_due_at", None)
+        # The status each row left: a change from several wrote it as previous_status (or kept it, SAME_STATUS).
+        left = "status" if same else "previous_status" if several else None
+        fields = list(dict.fromkeys([*returning, *([left] if left else [])]))
+        at = at if at is not None else timezone.now()
+        # Inside a caller's transaction, part of it (no savepoint: the caller's whole block fails with it).
+        with transaction.atomic(using=self.db, savepoint=False):
+            moved = update_returning(rows, fields, version=F("version") + 1, **changes)
+            moved.sort(key=lambda row: row["pk"])
+            OperationEvent.objects.using(self.db).bulk_create(
+                OperationEvent(
+                    operation_id=row["pk"],
+                    from_status=row[left] if left else from_statuses[0],
+                    to_status=row["status"] if same else to_status,
+                    reason=reason(row) if callable(reason) else reason,
+                    actor=actor,
+                    principal=principal,
+                    at=at,
+                )
+                for row in moved
+            )
+        return moved
 
     def enter(self, to_status: str, *, actor: str, reason: str, principal: str = "", **fields: Any) -> "Operation":
         """Create an operation in `to_status` with its first event, in one transaction: the transition table's
@@ -199,6 +270,11 @@ class Operation(models.Model):
             models.Index(fields=["status", "last_heartbeat_at"], name="op_status_heartbeat_idx"),
             # lost-task re-enqueue: PENDING / RESUMING by enqueue age
             models.Index(fields=["status", "queued_at"], name="op_status_queued_idx"),
+            # the sweep's re-enqueue: only the queued operations a worker might claim, by how long they have
+            # waited (its expression), so its UPDATE reads the few past REQUEUE_AFTER_SECONDS however deep the
+            # queue. Nothing a heartbeat writes is in it.
+            models.Index(Coalesce("queued_at", "created_at"), name="op_unclaimed_idx",
+                         condition=Q(status__in=QUEUED_STATUSES, is_backend_local=False)),
             # list pages, newest first, for staff and for one owner
             models.Index(fields=["-created_at"], name="op_created_idx"),
             models.Index(fields=["owner", "-created_at"], name="op_owner_created_idx"),

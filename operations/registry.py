@@ -81,6 +81,11 @@ def get_executor(operation_type: str) -> Executor | None:
     return _executors.get(operation_type)
 
 
+def executable_types() -> list[str]:
+    """The operation types with an executor registered."""
+    return list(_executors)
+
+
 def enqueue_operation(operation_id: str, operation_type: str) -> str:
     """Hand one operation to the broker; return the django-q2 task id.
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Case, CharField, DateTimeField, F, Q, Value, When
 
 # A run that fails again from the very checkpoint its automatic resume started from this many times in a row
 # is crash-looping: the control loop stops it.
@@ -81,6 +82,29 @@ def planned(cause: str, *, restarts: int, max_restarts: int, now: datetime,
     elif max_restarts and cause in COUNTED_CAUSES and restarts < max_restarts:
         due = now + timedelta(seconds=backoff_seconds(restarts))
     return {"end_cause": cause, "restart_due_at": due}
+
+
+def planned_in_sql(cause: str, *, now: datetime) -> dict[str, Any]:
+    """planned() as SQL expressions over each row's own restart counts and cancel request: what an UPDATE that
+    ends many runs at once writes, each row getting what planned() gives it (a test holds the two together).
+
+    The backoff is a CASE over the restart count, each value computed by backoff_seconds(): one branch per count
+    until the backoff stops growing (at RESTART_BACKOFF_MAX_SECONDS, a handful of counts), one for the rest.
+    """
+    not_cancelled = Q(cancel_requested_at__isnull=True)
+    end_cause = Case(When(not_cancelled, then=Value(cause)), default=Value(EndCause.CANCELLED),
+                     output_field=CharField())
+    due: list[When] = []
+    if cause == EndCause.SHUTDOWN:
+        due = [When(not_cancelled & Q(max_restarts__gt=0), then=Value(now))]
+    elif cause in COUNTED_CAUSES:
+        steady = next((count for count in range(30) if backoff_seconds(count) == backoff_seconds(count + 1)), 30)
+        due = [When(not_cancelled & Q(restarts=count, max_restarts__gt=count),
+                    then=Value(now + timedelta(seconds=backoff_seconds(count)))) for count in range(steady)]
+        due.append(When(not_cancelled & Q(restarts__gte=steady, restarts__lt=F("max_restarts")),
+                        then=Value(now + timedelta(seconds=backoff_seconds(steady)))))
+    restart_due_at = Case(*due, default=None, output_field=DateTimeField()) if due else None
+    return {"end_cause": end_cause, "restart_due_at": restart_due_at}
 
 
 def restart_summary(operation) -> dict[str, Any]:

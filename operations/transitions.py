@@ -196,10 +196,25 @@ def allowed(from_status: str | None, to_status: str, actor: str) -> Transition:
 def moving(from_statuses: Iterable[str], to_status: str, actor: str) -> Q:
     """The rows this change may move: in one of `from_statuses`, each with its row's guard. Raises
     TransitionNotAllowed (before anything is written) if the table lacks one of them."""
-    conditions = []
-    for from_status in from_statuses:
-        guard = allowed(from_status, to_status, actor).only_if
-        conditions.append(Q(status=from_status) if guard is None else Q(status=from_status) & guard.condition)
-    if not conditions:
+    from_statuses = list(from_statuses)
+    if not from_statuses:
         raise ValueError(f"a transition to {to_status} needs a status to move from")
+    return _in_statuses({status: allowed(status, to_status, actor).only_if for status in from_statuses})
+
+
+def staying(statuses: Iterable[str], actor: str) -> Q:
+    """The rows a change that leaves each in its own status may move (a re-enqueue): in one of `statuses`, each
+    with its row's guard for the change to itself. Raises TransitionNotAllowed if the table lacks one of them."""
+    statuses = list(statuses)
+    if not statuses:
+        raise ValueError("a change that keeps the status needs a status to keep")
+    return _in_statuses({status: allowed(status, status, actor).only_if for status in statuses})
+
+
+def _in_statuses(guards: dict[str, Guard | None]) -> Q:
+    # The statuses without a guard in one IN: one condition for PostgreSQL's planner to estimate, where an OR of
+    # equalities beside the caller's own conditions made it misjudge how many rows a set-based UPDATE reads.
+    plain = [status for status, guard in guards.items() if guard is None]
+    conditions = [Q(status__in=plain)] if plain else []
+    conditions += [Q(status=status) & guard.condition for status, guard in guards.items() if guard is not None]
     return reduce(operator.or_, conditions)

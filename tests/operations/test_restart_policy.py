@@ -23,6 +23,7 @@ from operations.restarts import (
     EndCause,
     backoff_seconds,
     planned,
+    planned_in_sql,
     restart_summary,
 )
 from operations.services.lifecycle import CancelOutcome, operation_cancel, operation_create, operation_finish
@@ -147,6 +148,29 @@ def test_backoff_of_a_huge_count_is_the_cap_without_overflow(backoff):
     assert planned(EndCause.WORKER_LOST, restarts=10_000, max_restarts=100_000, now=NOW)["restart_due_at"] == (
         NOW + timedelta(seconds=600)
     )
+
+
+# --- planned() in SQL, for an UPDATE that ends many runs at once (the sweep)
+
+@pytest.mark.parametrize("cause", list(EndCause))
+@pytest.mark.parametrize("base, cap", [(10, 600), (3, 50), (0, 0), (1, 2 ** 40)])
+def test_planned_in_sql_gives_each_row_what_planned_gives_it(cause, base, cap, settings):
+    """Every restart count up to past the cap (and a huge one), with and without restarts left, with and without a
+    cancel requested: the UPDATE writes what planned() says, row by row."""
+    settings.RESTART_BACKOFF_SECONDS, settings.RESTART_BACKOFF_MAX_SECONDS = base, cap
+    counts = [(restarts, max_restarts) for restarts in [*range(0, 12), 35, 10_000]
+              for max_restarts in (0, restarts, restarts + 1, 100_000)]
+    rows = {}
+    for restarts, max_restarts in counts:
+        for cancel in (None, NOW - timedelta(seconds=5)):
+            operation = OperationFactory(status=S.FAILED, restarts=restarts, max_restarts=max_restarts,
+                                         cancel_requested_at=cancel)
+            rows[operation.pk] = planned(cause, restarts=restarts, max_restarts=max_restarts, now=NOW,
+                                         cancel_requested_at=cancel)
+    Operation.objects.filter(pk__in=rows).update(**planned_in_sql(cause, now=NOW))
+    written = {pk: {"end_cause": end_cause, "restart_due_at": due} for pk, end_cause, due in
+               Operation.objects.filter(pk__in=rows).values_list("pk", "end_cause", "restart_due_at")}
+    assert written == rows
 
 
 # --- operation_finish: a worker's outcome names its cause

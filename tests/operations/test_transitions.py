@@ -6,7 +6,7 @@ import pytest
 
 from operations.exceptions import OperationNotCancellable, OperationNotFound
 from operations.ids import new_operation_id
-from operations.models import Operation, OperationEvent, Worker, WorkerStatus
+from operations.models import SAME_STATUS, Operation, OperationEvent, Worker, WorkerStatus
 from operations.models import OperationStatus as S
 from operations.services.lifecycle import (
     CancelOutcome,
@@ -16,7 +16,7 @@ from operations.services.lifecycle import (
     operation_finish,
 )
 from operations.services.workers import worker_register
-from operations.transitions import worker_actor
+from operations.transitions import TransitionNotAllowed, worker_actor
 from tests.conftest import queued_operation_ids
 from tests.support.race import race
 
@@ -68,6 +68,83 @@ class TestTransition:
             operation.pk, from_statuses=[S.RUNNING], to_status=S.FAILED,
             actor=worker_actor(operation.worker_id), fence_worker_id=operation.worker_id, fence_attempt=2,
         )
+
+
+@pytest.mark.django_db
+class TestTransitionMany:
+    def test_moves_the_matching_rows_each_with_its_event_and_reason(self, operation_factory):
+        waiting = [operation_factory(params={"n": n}) for n in range(3)]
+        running = operation_factory(status=S.RUNNING)
+        moved = Operation.objects.filter(pk__in=[o.pk for o in [*waiting, running]]).transition_many(
+            from_statuses=[S.PENDING], to_status=S.CANCELLED, actor="test",
+            reason=lambda row: f"n={row['params']['n']}", returning=["params"], error_message="gone",
+        )
+        assert [row["pk"] for row in moved] == sorted(o.pk for o in waiting)
+        for operation in waiting:
+            operation.refresh_from_db()
+            assert (operation.status, operation.previous_status, operation.version, operation.error_message) == (
+                S.CANCELLED, S.PENDING, 1, "gone")
+            event = operation.events.get()
+            assert (event.from_status, event.to_status, event.reason, event.actor) == (
+                S.PENDING, S.CANCELLED, f"n={operation.params['n']}", "test")
+        running.refresh_from_db()
+        assert (running.status, running.version) == (S.RUNNING, 0)
+        assert not running.events.exists()
+
+    def test_from_several_statuses_each_event_names_the_one_its_row_left(self, operation_factory):
+        cancelled, failed = operation_factory(status=S.CANCELLED), operation_factory(status=S.FAILED)
+        moved = Operation.objects.transition_many(
+            from_statuses=[S.CANCELLED, S.FAILED], to_status=S.RESUMING, actor="test", reason="again"
+        )
+        assert sorted(row["pk"] for row in moved) == sorted([cancelled.pk, failed.pk])
+        assert dict(OperationEvent.objects.values_list("operation_id", "from_status")) == {
+            cancelled.pk: S.CANCELLED, failed.pk: S.FAILED}
+
+    def test_same_status_leaves_each_row_in_its_own(self, operation_factory):
+        """A re-enqueue: PENDING stays PENDING, RESUMING stays RESUMING, each event says so."""
+        pending = operation_factory(status=S.PENDING)
+        resuming = operation_factory(status=S.RESUMING, previous_status=S.CANCELLED)
+        moved = Operation.objects.transition_many(
+            from_statuses=[S.PENDING, S.RESUMING], to_status=SAME_STATUS, actor="control-loop", reason="again")
+        assert sorted(row["pk"] for row in moved) == sorted([pending.pk, resuming.pk])
+        assert dict(Operation.objects.values_list("pk", "status")) == {pending.pk: S.PENDING,
+                                                                      resuming.pk: S.RESUMING}
+        resuming.refresh_from_db()
+        assert (resuming.previous_status, resuming.version) == (S.CANCELLED, 1)  # where the resume came from
+        assert set(OperationEvent.objects.values_list("operation_id", "from_status", "to_status")) == {
+            (pending.pk, S.PENDING, S.PENDING), (resuming.pk, S.RESUMING, S.RESUMING)}
+        with pytest.raises(TransitionNotAllowed):  # COMPLETED is final, even to itself
+            Operation.objects.transition_many(from_statuses=[S.COMPLETED], to_status=SAME_STATUS,
+                                              actor="control-loop")
+
+    def test_a_change_the_table_lacks_writes_nothing(self, operation_factory):
+        operation = operation_factory()
+        with pytest.raises(TransitionNotAllowed):
+            Operation.objects.transition_many(from_statuses=[S.PENDING], to_status=S.COMPLETED, actor="test")
+        operation.refresh_from_db()
+        assert (operation.status, operation.version) == (S.PENDING, 0)
+
+    def test_the_tables_guard_is_part_of_the_update(self, operation_factory):
+        """FAILED → RUNNING by a worker only if the sweep presumed it orphaned."""
+        orphan = operation_factory(status=S.FAILED, presumed_orphan=True)
+        genuine = operation_factory(status=S.FAILED)
+        moved = Operation.objects.transition_many(
+            from_statuses=[S.FAILED], to_status=S.RUNNING, actor=worker_actor("h:resilient:1"))
+        assert [row["pk"] for row in moved] == [orphan.pk]
+        genuine.refresh_from_db()
+        assert genuine.status == S.FAILED
+
+    def test_nothing_to_move_writes_no_event(self, operation_factory):
+        operation_factory(status=S.COMPLETED)
+        assert Operation.objects.transition_many(from_statuses=[S.PENDING], to_status=S.CANCELLED, actor="t") == []
+        assert not OperationEvent.objects.exists()
+
+    def test_an_update_over_a_join_is_refused(self, operation_factory):
+        """A condition on another table would make Django filter by a subquery of ids, which PostgreSQL does not
+        check again on the rows it takes."""
+        with pytest.raises(ValueError):
+            Operation.objects.filter(worker__status="BUSY").transition_many(
+                from_statuses=[S.RUNNING], to_status=S.PENDING_RECONCILIATION, actor="control-loop")
 
 
 @pytest.mark.django_db
@@ -249,6 +326,18 @@ class TestRaces:
             assert operation.cancel_requested_at is not None or CancelOutcome.REQUESTED not in results
         else:
             assert operation.status == S.CANCELLED
+
+    def test_twenty_set_transitions_over_the_same_rows_move_each_once(self, operation_factory):
+        operations = [operation_factory(status=S.CANCELLED).pk for _ in range(50)]
+        results = race(
+            lambda i: [row["pk"] for row in Operation.objects.filter(pk__in=operations).transition_many(
+                from_statuses=[S.CANCELLED], to_status=S.RESUMING, actor=f"racer-{i}")],
+            THREADS,
+        )
+        assert not [r for r in results if isinstance(r, Exception)], results
+        assert sorted(pk for moved in results for pk in moved) == sorted(operations)
+        assert set(Operation.objects.values_list("status", "version")) == {(S.RESUMING, 1)}
+        assert OperationEvent.objects.count() == 50
 
     def test_twenty_completed_reports_apply_once(self, running_operation_factory):
         operation = running_operation_factory()

@@ -1,0 +1,49 @@
+"""UPDATE … RETURNING through the ORM: Django's `update()` says how many rows it changed, not which."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.core.exceptions import EmptyResultSet
+from django.db import connections, transaction
+from django.db.models import QuerySet
+from django.db.models.sql import UpdateQuery
+
+
+def update_returning(queryset: QuerySet, returning: Sequence[str] = (), **values: Any) -> list[dict[str, Any]]:
+    """Update the rows of `queryset` with `values` in one statement, as `queryset.update(**values)` does, and
+    return what was written to each: its "pk" and its `returning` fields (names of the model's fields).
+
+    The queryset's condition is the UPDATE's own WHERE: PostgreSQL checks it again on the latest version of each
+    row it takes (READ COMMITTED), so a row another transaction changed since the statement began is updated only
+    if it still matches, and of statements racing for the same rows each row goes to one; SQLite writes one at a
+    time. So the condition must be on the table's own columns: a join would make Django filter by a subquery of
+    ids instead, which is not checked again. PostgreSQL, and SQLite from 3.35, know RETURNING.
+    """
+    if queryset.query.is_sliced:
+        raise TypeError("Cannot update a query once a slice has been taken.")
+    query = queryset.query.chain(UpdateQuery)
+    query.add_update_values(values)
+    query.annotations = {}  # filters on annotations are already in the WHERE, as in update()
+    query.get_initial_alias()
+    if query.count_active_tables() != 1:
+        raise ValueError("update_returning() takes a condition on the table's own columns only (no join)")
+    compiler = query.get_compiler(queryset.db)
+    try:
+        sql, params = compiler.as_sql()
+    except EmptyResultSet:  # `pk__in=[]`, say: nothing to update, no statement
+        return []
+    opts = queryset.model._meta
+    fields = [opts.pk, *(opts.get_field(name) for name in returning)]
+    connection = connections[queryset.db]
+    sql = f"{sql} RETURNING {', '.join(connection.ops.quote_name(field.column) for field in fields)}"
+    with transaction.mark_for_rollback_on_error(using=queryset.db), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    # The backend's and the fields' conversions, as a SELECT of these columns would apply (SQLite's datetimes).
+    converters = compiler.get_converters([field.get_col(opts.db_table) for field in fields])
+    if converters:
+        rows = compiler.apply_converters(rows, converters)
+    names = ["pk", *returning]
+    return [dict(zip(names, row)) for row in rows]
