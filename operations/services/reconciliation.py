@@ -36,6 +36,7 @@ from operations.models import (
     ControlLoop,
     ControlLoopLease,
     Operation,
+    OperationEvent,
     OperationStatus,
     Worker,
     WorkerStatus,
@@ -216,6 +217,9 @@ def _fail(operation_id: str, from_status: str, version: int, message: str, now: 
     )
 
 
+REQUEUED = "Re-enqueued: "  # how a re-enqueue's event reason begins
+
+
 def _requeue_unclaimed(now: datetime, report: SweepReport) -> None:
     """A lost broker message must not leave an operation waiting forever.
 
@@ -224,6 +228,8 @@ def _requeue_unclaimed(now: datetime, report: SweepReport) -> None:
     it), so two control loops cannot both re-enqueue; the claim makes a
     duplicate delivery harmless anyway. One UPDATE for all the rows; the
     broker is then called once per operation, after the commit (_enqueue).
+    An operation keeps only its latest re-enqueue event: one waiting a week
+    for a worker would otherwise gather thousands.
     """
     cutoff = now - timedelta(seconds=settings.REQUEUE_AFTER_SECONDS)
     # What op_unclaimed_idx serves. The statuses are transition_many()'s own condition: repeated, as another
@@ -239,12 +245,14 @@ def _requeue_unclaimed(now: datetime, report: SweepReport) -> None:
             from_statuses=QUEUED_STATUSES,
             to_status=SAME_STATUS,
             actor=CONTROL_LOOP,
-            reason=f"Re-enqueued: no worker claimed it for {settings.REQUEUE_AFTER_SECONDS:g}s",
+            reason=f"{REQUEUED}no worker claimed it for {settings.REQUEUE_AFTER_SECONDS:g}s",
             returning=["operation_type"],
             at=now,
             queued_at=now,
         )
         if moved:
+            OperationEvent.objects.filter(operation_id__in=[row["pk"] for row in moved], actor=CONTROL_LOOP,
+                                          reason__startswith=REQUEUED, at__lt=now).delete()
             transaction.on_commit(partial(_enqueue, [(row["pk"], row["operation_type"]) for row in moved]))
     report.requeued.extend(row["pk"] for row in moved)
 

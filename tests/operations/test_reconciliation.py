@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from checkpoints.services import checkpoint_save
 from operations import registry
-from operations.models import ControlLoop, Operation, Worker, WorkerStatus
+from operations.models import ControlLoop, Operation, OperationEvent, Worker, WorkerStatus
 from operations.models import OperationStatus as S
 from operations.services.reconciliation import (
     BACKEND_RESTART_WITH_CHECKPOINT,
@@ -18,7 +18,7 @@ from operations.services.reconciliation import (
     reconcile_startup,
     sweep_orphans,
 )
-from operations.services.workers import CurrentOperation, worker_heartbeat
+from operations.services.workers import CurrentOperation, Progress, worker_heartbeat
 from tests.conftest import queued_operation_ids
 
 pytestmark = pytest.mark.django_db
@@ -196,3 +196,31 @@ class TestStartupReconciliation:
         reconcile_startup()
         operation.refresh_from_db()
         assert operation.status == status and operation.version == 0
+
+
+def test_an_operation_waiting_long_for_a_worker_keeps_only_its_latest_re_enqueue_event(settings, training_executor,
+                                                                                      operation_factory):
+    """Re-enqueued at every pass after REQUEUE_AFTER_SECONDS: its history does not grow by an event each time."""
+    settings.REQUEUE_AFTER_SECONDS = 60
+    waiting = operation_factory(status=S.PENDING, queued_at=timezone.now() - timedelta(minutes=5))
+    OperationEvent.objects.create(operation=waiting, from_status="", to_status=S.PENDING, reason="Created",
+                                  actor="test")
+    start = timezone.now()
+    for minute in range(5):
+        report = sweep_orphans(now=start + timedelta(minutes=2 * minute))
+        assert report.requeued == [waiting.pk]
+    reasons = list(waiting.events.order_by("at", "id").values_list("reason", "at"))
+    assert [reason for reason, _ in reasons] == ["Created", "Re-enqueued: no worker claimed it for 60s"]
+    assert reasons[-1][1] == start + timedelta(minutes=8)
+
+
+def test_heartbeats_write_no_event(running_operation_factory):
+    """A running operation's heartbeat refreshes its row: a run of days writes no history by being alive."""
+    running = running_operation_factory()
+    before = OperationEvent.objects.filter(operation=running).count()
+    for beat in range(20):
+        reply = worker_heartbeat(worker_id=running.worker_id,
+                                 current_operation=CurrentOperation(operation_id=running.pk, attempt=running.attempt),
+                                 progress=Progress(current=beat, total=20, unit="epochs", percent=beat * 5.0))
+        assert reply.instruction.action.value == "continue"
+    assert OperationEvent.objects.filter(operation=running).count() == before
