@@ -975,7 +975,7 @@ def update_counts() -> dict[str, tuple[int, int]]:
     return counts
 
 
-def heartbeat_queries(worker: dict, token: str) -> list[tuple[str, tuple]]:
+def heartbeat_queries(worker: dict) -> list[tuple[str, tuple]]:
     """The queries of one heartbeat, made in-process with the same body."""
     from django.db import connection
     from django.test import Client
@@ -984,7 +984,7 @@ def heartbeat_queries(worker: dict, token: str) -> list[tuple[str, tuple]]:
     body = {"operation_id": worker["operation_id"], "attempt": worker["attempt"],
             "progress": {"current": 1, "total": 100_000, "unit": "epochs", "percent": 0.0, "message": "epoch 1"}}
     with connection.execute_wrapper(queries):
-        response = Client(HTTP_AUTHORIZATION=f"Token {token}").post(
+        response = Client(HTTP_AUTHORIZATION=worker["authorization"]).post(
             f"/api/v1/workers/{worker['worker_id']}/heartbeat/", body, content_type="application/json")
     assert response.status_code == 200 and response.json()["action"] == "continue", response.content
     return queries.queries
@@ -1044,9 +1044,11 @@ def heartbeat_bench(resources: Resources, port: int, gunicorn_pid: int, token: s
     run once more (this machine is shared): N is sustained if either run passed; the climb stops at the second
     failure."""
     from operations.models import Operation
+    from operations.services.credentials import credential_create
     from operations.services.lifecycle import operation_claim, operation_create
 
     fleet: list[dict] = []
+    keys: dict[str, str] = {}
     steps_run: list[str] = []
     sustained = 0
     print("\n[1] Heartbeats over HTTP, one a second from each simulated worker "
@@ -1067,7 +1069,13 @@ def heartbeat_bench(resources: Resources, port: int, gunicorn_pid: int, token: s
         if time.monotonic() - began > HEARTBEAT_BUDGET:
             print(f"  (time budget of {HEARTBEAT_BUDGET:g} s spent: no larger step)")
             break
+        # A worker credential per machine of 50 workers, as a deployment gives each worker machine its own.
         new = [{"worker_id": f"bench-{i // 50}:api:{100_000 + i}"} for i in range(len(fleet), n)]
+        for worker in new:
+            host = worker["worker_id"].split(":")[0]
+            if host not in keys:
+                keys[host] = credential_create(host=host, actor="bench")[1]
+            worker["authorization"] = f"Worker {keys[host]}"
         reports, _ = run_generators(resources, [{"mode": "register", "host": "127.0.0.1", "port": port,
                                                  "token": token, "workers": new}])
         if reports[0]["failures"]:
@@ -1091,7 +1099,7 @@ def heartbeat_bench(resources: Resources, port: int, gunicorn_pid: int, token: s
     running = Operation.objects.filter(pk__in=[w["operation_id"] for w in fleet], status="RUNNING")
     last_beats = {worker["operation_id"]: worker["last_beat"] for worker in fleet}
     reported = sum(1 for pk, current in running.values_list("pk", "progress_current") if current == last_beats[pk])
-    queries = heartbeat_queries(fleet[0], token)
+    queries = heartbeat_queries(fleet[0])
     hot = {name: (after[name][0] - before[name][0], after[name][1] - before[name][1]) for name in after}
     print(f"  largest N sustained (p99 < {P99_TARGET * 1e3:.0f} ms, no error): {sustained or 'none'} "
           f"(steps run: {', '.join(steps_run)})")

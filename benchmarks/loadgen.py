@@ -64,10 +64,11 @@ class Connection:
         self.reader = self.writer = None
 
 
-def post(path: str, token: str, body: dict) -> bytes:
+def post(path: str, authorization: str, body: dict) -> bytes:
+    """A request with its Authorization header (a worker machine's `Worker <key>`)."""
     data = json.dumps(body, separators=(",", ":")).encode()
     return (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Token {token}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {authorization}\r\n"
         f"Content-Type: application/json\r\nAccept: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
     ).encode() + data
 
@@ -77,12 +78,12 @@ async def register(job: dict) -> dict:
     gate = asyncio.Semaphore(job.get("concurrency", 8))
     failures: list[str] = []
 
-    async def one(worker_id: str) -> None:
+    async def one(worker_id: str, authorization: str) -> None:
         async with gate:
             connection = Connection(job["host"], job["port"])
             try:
                 status, body = await asyncio.wait_for(
-                    connection.request(post("/api/v1/workers/register/", job["token"],
+                    connection.request(post("/api/v1/workers/register/", authorization,
                                             {"worker_id": worker_id, "worker_type": "api",
                                              "capabilities": {"device": "cpu", "cpu_count": 2}})),
                     REPLY_TIMEOUT)
@@ -93,7 +94,7 @@ async def register(job: dict) -> dict:
             finally:
                 connection.close()
 
-    await asyncio.gather(*(one(worker["worker_id"]) for worker in job["workers"]))
+    await asyncio.gather(*(one(worker["worker_id"], worker["authorization"]) for worker in job["workers"]))
     return {"registered": len(job["workers"]) - len(failures), "failures": failures[:10]}
 
 
@@ -120,7 +121,7 @@ async def heartbeat(job: dict) -> dict:
             if idle:
                 await asyncio.sleep(scheduled - now)
             beat += 1
-            payload = post(path, job["token"], {
+            payload = post(path, worker["authorization"], {
                 "operation_id": worker["operation_id"], "attempt": worker["attempt"],
                 "progress": {"current": beat, "total": 100_000, "unit": "epochs", "percent": min(100.0, beat / 1000),
                              "message": f"epoch {beat}"},

@@ -266,8 +266,11 @@ class Operation(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [
-            # orphan sweep: RUNNING / PENDING_RECONCILIATION by heartbeat age
-            models.Index(fields=["status", "last_heartbeat_at"], name="op_status_heartbeat_idx"),
+            # orphan sweep: the few RUNNING and PENDING_RECONCILIATION operations, whose heartbeat's age it then
+            # reads. No index holds a column a heartbeat writes (last_heartbeat_at, the progress), so PostgreSQL
+            # updates a heart-beating row in place (HOT) instead of writing every index of the table again.
+            models.Index(fields=["status"], name="op_live_status_idx",
+                         condition=Q(status__in=["RUNNING", "PENDING_RECONCILIATION"])),
             # lost-task re-enqueue: PENDING / RESUMING by enqueue age
             models.Index(fields=["status", "queued_at"], name="op_status_queued_idx"),
             # the sweep's re-enqueue: only the queued operations a worker might claim, by how long they have
@@ -363,7 +366,8 @@ class Worker(models.Model):
 
     class Meta:
         ordering = ["worker_id"]
-        indexes = [models.Index(fields=["status", "last_seen_at"], name="worker_status_seen_idx")]
+        # Not last_seen_at, which heartbeats write: a worker's row is then updated in place (HOT).
+        indexes = [models.Index(fields=["status"], name="worker_status_idx")]
         permissions = [("act_as_worker", "Can register and send heartbeats as a worker")]
 
     def __str__(self) -> str:

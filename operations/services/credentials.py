@@ -7,6 +7,8 @@ import secrets
 from datetime import timedelta
 
 from django.db.models import Q
+from django.db.models.functions import Now
+from django.utils import timezone
 
 from operations.clock import db_now
 from operations.exceptions import WorkerCredentialNotFound
@@ -47,10 +49,15 @@ def credential_authenticate(key: str) -> WorkerCredential | None:
     """The live credential of `key`, or None (unknown or revoked)."""
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
-    credential = WorkerCredential.objects.filter(digest=_digest(key), revoked_at__isnull=True).first()
-    if credential is not None:
-        now = db_now()
+    try:  # the digest is unique: get(), not first(), which would sort
+        credential = WorkerCredential.objects.get(digest=_digest(key), revoked_at__isnull=True)
+    except WorkerCredential.DoesNotExist:
+        credential = None
+    # Its use is written at most once a minute: this process's clock only says when it may be due (a heartbeat
+    # every few seconds is then the one statement that checks the key); the database's decides.
+    if credential is not None and (credential.last_used_at is None
+                                   or timezone.now() - credential.last_used_at >= LAST_USED_PRECISION):
         WorkerCredential.objects.filter(
-            Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_PRECISION), pk=credential.pk
-        ).update(last_used_at=now)
+            Q(last_used_at__isnull=True) | Q(last_used_at__lt=Now() - LAST_USED_PRECISION), pk=credential.pk
+        ).update(last_used_at=Now())
     return credential

@@ -9,13 +9,14 @@ heart-beats again is reconciled by the heartbeat itself.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError
+from django.db import IntegrityError, connection
 from django.db.models import Case, F, Q, Value, When
 
 from operations.clock import db_now
@@ -164,6 +165,10 @@ def worker_heartbeat(
     sweep had moved it to PENDING_RECONCILIATION or presumed it orphaned, is
     RUNNING again (the live worker wins). `principal` and `adopt`: as for worker_register.
     """
+    if current_operation is not None and current_operation.attempt is not None:
+        usual = _heartbeat_running(worker_id, current_operation, progress)
+        if usual is not None:
+            return usual
     host, _cluster, pid = parse_worker_id(worker_id)
     now = db_now()
     Worker.objects.get_or_create(
@@ -174,6 +179,58 @@ def worker_heartbeat(
         if current_operation else None
     )
     worker = _record_worker_state(worker_id, instruction, now)
+    return WorkerReply(worker=worker, instruction=instruction)
+
+
+# The usual heartbeat in one statement (PostgreSQL's data-modifying WITH): the operation's heartbeat and progress
+# if it is RUNNING on this worker and run, then the worker seen and busy with it (STOPPING stays STOPPING), both
+# rows returned. Nothing it writes is in an index, so PostgreSQL updates both rows in place (HOT).
+_RUNNING_BEAT = """
+WITH beat AS (
+    UPDATE {operation} SET {changes}
+    WHERE operation_id = %s AND status = %s AND worker_id = %s AND attempt = %s
+    RETURNING operation_id, status, attempt, cancel_requested_at
+), seen AS (
+    UPDATE {worker} SET last_seen_at = statement_timestamp(),
+        status = CASE WHEN status = %s THEN status ELSE %s END, current_operation_id = %s
+    WHERE worker_id = %s AND EXISTS (SELECT FROM beat)
+    RETURNING {worker_columns}
+)
+SELECT beat.status, beat.attempt, beat.cancel_requested_at, seen.* FROM beat CROSS JOIN seen
+"""
+_WORKER_FIELDS = ("worker_id", "worker_type", "host", "pid", "capabilities", "status", "current_operation",
+                  "registered_at", "last_seen_at")
+
+
+def _heartbeat_running(worker_id: str, report: CurrentOperation, progress: Progress | None) -> WorkerReply | None:
+    """The usual heartbeat (rule 2's "RUNNING on this worker and run") in one statement; None for anything else
+    (or on a database other than PostgreSQL), which the full path answers. A heartbeat that finds its operation
+    moved writes nothing here: the statement's condition is the row's own, checked as it is taken."""
+    if connection.vendor != "postgresql":
+        return None
+    quote = connection.ops.quote_name
+    fields = {"last_heartbeat_at": None, **(progress.as_fields() if progress else {})}
+    changes = ", ".join(f"{quote(name)} = statement_timestamp()" if name == "last_heartbeat_at" else
+                        f"{quote(name)} = %s" for name in fields)
+    columns = [Worker._meta.get_field(name).column for name in _WORKER_FIELDS]
+    sql = _RUNNING_BEAT.format(operation=quote(Operation._meta.db_table), worker=quote(Worker._meta.db_table),
+                               changes=changes, worker_columns=", ".join(quote(column) for column in columns))
+    params = [*(value for name, value in fields.items() if name != "last_heartbeat_at"),
+              report.operation_id, S.RUNNING, worker_id, report.attempt,
+              WorkerStatus.STOPPING, WorkerStatus.BUSY, report.operation_id, worker_id]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    status, attempt, cancel_requested_at, *seen = row
+    values = dict(zip(columns, seen))
+    if isinstance(values["capabilities"], str):  # jsonb through a plain cursor
+        values["capabilities"] = json.loads(values["capabilities"])
+    worker = Worker(**values)
+    worker._state.adding, worker._state.db = False, connection.alias
+    instruction = Instruction(operation_id=report.operation_id, action=Action.CONTINUE, status=status,
+                              attempt=attempt, cancel_requested_at=cancel_requested_at, reason="Running on this worker")
     return WorkerReply(worker=worker, instruction=instruction)
 
 

@@ -300,7 +300,7 @@ def test_every_statement_of_the_sweep_reads_by_an_index(short_intervals, trainin
             elif kind == "Seq Scan" and node["Relation Name"] in SWEPT_TABLES:
                 unindexed.append(f"sequential scan of {node['Relation Name']}: {sql}")
     assert unindexed == [], "\n".join(unindexed)
-    assert {"op_unclaimed_idx", "worker_status_seen_idx"} <= used, used
+    assert {"op_unclaimed_idx", "op_live_status_idx", "worker_status_idx"} <= used, used
 
 
 # --- SQLite, make run's default: the same pass, correct if slower
