@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet
-from django.db import connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.backends.postgresql.base import ServerBindingCursor
 from django.db.models import QuerySet
 from django.db.models.sql import UpdateQuery
 
@@ -47,3 +48,28 @@ def update_returning(queryset: QuerySet, returning: Sequence[str] = (), **values
         rows = compiler.apply_converters(rows, converters)
     names = ["pk", *returning]
     return [dict(zip(names, row)) for row in rows]
+
+
+class _Prepared(ServerBindingCursor):
+    """psycopg's server-binding cursor, whose prepared statements Django's query log (DEBUG, tests) shows too: it
+    reads the cursor's last query, which psycopg keeps only for a statement it did not prepare."""
+
+    def _send_query_prepared(self, name, pgq, *, binary=None):
+        self._query = pgq
+        super()._send_query_prepared(name, pgq, binary=binary)
+
+
+def prepared_cursor(alias: str = DEFAULT_DB_ALIAS):
+    """A cursor (PostgreSQL only) whose statements PostgreSQL parses and plans once per connection, then reuses from
+    their second run: for one statement a fleet runs hundreds of times a second (the heartbeat), where planning
+    costs more than running it. Django binds parameters on the client and never prepares (it sets psycopg's
+    prepare_threshold to None); this cursor binds on the server, and the connection prepares what such a cursor
+    runs again (Django's own cursors still bind on the client, and never prepare). So a persistent connection
+    (DATABASE_CONN_MAX_AGE) keeps the plan, and one used for a single request never pays for preparing. It passes
+    through Django's execute wrappers and query log as any cursor; the health check and connect are Django's."""
+    connection = connections[alias]
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    connection.connection.prepare_threshold = 1
+    raw = _Prepared(connection.connection)
+    return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)

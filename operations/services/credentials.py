@@ -20,7 +20,7 @@ PREFIX_LENGTH = 11  # "wk_" and 8 characters: enough to tell credentials apart, 
 LAST_USED_PRECISION = timedelta(minutes=1)  # a heartbeat every few seconds need not write the row each time
 
 
-def _digest(key: str) -> str:
+def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -30,7 +30,7 @@ def credential_create(*, host: str, description: str = "", actor: str) -> tuple[
         raise ValueError(f"{host!r} is not a host name of worker ids (letters, digits, dots, dashes, underscores)")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     credential = WorkerCredential.objects.create(
-        host=host, prefix=key[:PREFIX_LENGTH], digest=_digest(key), description=description[:200], created_by=actor
+        host=host, prefix=key[:PREFIX_LENGTH], digest=key_digest(key), description=description[:200], created_by=actor
     )
     return credential, key
 
@@ -50,7 +50,7 @@ def credential_authenticate(key: str) -> WorkerCredential | None:
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
     try:  # the digest is unique: get(), not first(), which would sort
-        credential = WorkerCredential.objects.get(digest=_digest(key), revoked_at__isnull=True)
+        credential = WorkerCredential.objects.get(digest=key_digest(key), revoked_at__isnull=True)
     except WorkerCredential.DoesNotExist:
         credential = None
     # Its use is written at most once a minute: this process's clock only says when it may be due (a heartbeat

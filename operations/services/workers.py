@@ -22,10 +22,20 @@ from django.db.models import Case, F, Q, Value, When
 from operations.clock import db_now
 from operations.exceptions import WorkerNotFound
 from operations.ids import parse_operation_id, parse_worker_id
-from operations.models import Operation, OperationStatus, Worker, WorkerStatus, WorkerType, unless_stopping
+from operations.models import (
+    Operation,
+    OperationStatus,
+    Worker,
+    WorkerCredential,
+    WorkerStatus,
+    WorkerType,
+    unless_stopping,
+)
 from operations.restarts import POLICY_FIELDS, EndCause, planned
+from operations.services.credentials import LAST_USED_PRECISION, key_digest
 from operations.services.lifecycle import operation_finish
 from operations.transitions import worker_actor
+from operations.updates import prepared_cursor
 
 logger = logging.getLogger(__name__)
 
@@ -184,11 +194,13 @@ def worker_heartbeat(
 
 # The usual heartbeat in one statement (PostgreSQL's data-modifying WITH): the operation's heartbeat and progress
 # if it is RUNNING on this worker and run, then the worker seen and busy with it (STOPPING stays STOPPING), both
-# rows returned. Nothing it writes is in an index, so PostgreSQL updates both rows in place (HOT).
+# rows returned. Nothing it writes is in an index, so PostgreSQL updates both rows in place (HOT). Over HTTP the
+# worker credential is checked by the same statement ({credential}): its key's digest, live, for the worker id's
+# host, its use written at most once a minute; the operation is touched only if the credential matched.
 _RUNNING_BEAT = """
-WITH beat AS (
+WITH {credential}beat AS (
     UPDATE {operation} SET {changes}
-    WHERE operation_id = %s AND status = %s AND worker_id = %s AND attempt = %s
+    WHERE operation_id = %s AND status = %s AND worker_id = %s AND attempt = %s{authenticated}
     RETURNING operation_id, status, attempt, cancel_requested_at
 ), seen AS (
     UPDATE {worker} SET last_seen_at = statement_timestamp(),
@@ -196,16 +208,30 @@ WITH beat AS (
     WHERE worker_id = %s AND EXISTS (SELECT FROM beat)
     RETURNING {worker_columns}
 )
-SELECT beat.status, beat.attempt, beat.cancel_requested_at, seen.* FROM beat CROSS JOIN seen
+SELECT {selected}beat.status, beat.attempt, beat.cancel_requested_at, seen.* FROM {source}
 """
+_CREDENTIAL_CHECK = """credential AS (
+    SELECT id FROM {table} WHERE digest = %s AND revoked_at IS NULL AND host = %s
+), used AS (
+    UPDATE {table} SET last_used_at = statement_timestamp()
+    WHERE id = (SELECT id FROM credential) AND (last_used_at IS NULL OR last_used_at < statement_timestamp() - %s)
+), """
 _WORKER_FIELDS = ("worker_id", "worker_type", "host", "pid", "capabilities", "status", "current_operation",
                   "registered_at", "last_seen_at")
 
 
-def _heartbeat_running(worker_id: str, report: CurrentOperation, progress: Progress | None) -> WorkerReply | None:
+class CredentialRefused(Exception):
+    """The worker credential of a heartbeat is unknown, revoked or of another host (the full path says which)."""
+
+
+def _heartbeat_running(worker_id: str, report: CurrentOperation, progress: Progress | None,
+                       credential: tuple[str, str] | None = None) -> WorkerReply | None:
     """The usual heartbeat (rule 2's "RUNNING on this worker and run") in one statement; None for anything else
     (or on a database other than PostgreSQL), which the full path answers. A heartbeat that finds its operation
-    moved writes nothing here: the statement's condition is the row's own, checked as it is taken."""
+    moved writes nothing here: the statement's condition is the row's own, checked as it is taken.
+
+    `credential` (its key's digest, the worker id's host): the same statement checks it first, and raises
+    CredentialRefused if it does not hold."""
     if connection.vendor != "postgresql":
         return None
     quote = connection.ops.quote_name
@@ -213,15 +239,28 @@ def _heartbeat_running(worker_id: str, report: CurrentOperation, progress: Progr
     changes = ", ".join(f"{quote(name)} = statement_timestamp()" if name == "last_heartbeat_at" else
                         f"{quote(name)} = %s" for name in fields)
     columns = [Worker._meta.get_field(name).column for name in _WORKER_FIELDS]
-    sql = _RUNNING_BEAT.format(operation=quote(Operation._meta.db_table), worker=quote(Worker._meta.db_table),
-                               changes=changes, worker_columns=", ".join(quote(column) for column in columns))
+    checked = credential is not None
+    sql = _RUNNING_BEAT.format(
+        operation=quote(Operation._meta.db_table), worker=quote(Worker._meta.db_table), changes=changes,
+        worker_columns=", ".join(quote(column) for column in columns),
+        credential=_CREDENTIAL_CHECK.format(table=quote(WorkerCredential._meta.db_table)) if checked else "",
+        authenticated=" AND EXISTS (SELECT FROM credential)" if checked else "",
+        selected="credential.id, " if checked else "",
+        source="credential LEFT JOIN (beat CROSS JOIN seen) ON true" if checked else "beat CROSS JOIN seen",
+    )
     params = [*(value for name, value in fields.items() if name != "last_heartbeat_at"),
               report.operation_id, S.RUNNING, worker_id, report.attempt,
               WorkerStatus.STOPPING, WorkerStatus.BUSY, report.operation_id, worker_id]
-    with connection.cursor() as cursor:
+    if checked:
+        params = [*credential, LAST_USED_PRECISION, *params]
+    with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
-    if row is None:
+    if checked:
+        if row is None:
+            raise CredentialRefused
+        row = row[1:]
+    if row is None or row[0] is None:
         return None
     status, attempt, cancel_requested_at, *seen = row
     values = dict(zip(columns, seen))
@@ -232,6 +271,16 @@ def _heartbeat_running(worker_id: str, report: CurrentOperation, progress: Progr
     instruction = Instruction(operation_id=report.operation_id, action=Action.CONTINUE, status=status,
                               attempt=attempt, cancel_requested_at=cancel_requested_at, reason="Running on this worker")
     return WorkerReply(worker=worker, instruction=instruction)
+
+
+def worker_heartbeat_running(*, key: str, worker_id: str, current_operation: CurrentOperation,
+                             progress: Progress | None = None) -> WorkerReply | None:
+    """The usual heartbeat over HTTP, the worker credential `key` checked by its one statement: the reply, or
+    None when the operation is not RUNNING on this worker and run (worker_heartbeat answers that, after the
+    full check of the credential). Raises CredentialRefused (nothing written) if the key is not a live
+    credential of the worker id's host."""
+    host, _cluster, _pid = parse_worker_id(worker_id)
+    return _heartbeat_running(worker_id, current_operation, progress, credential=(key_digest(key), host))
 
 
 def worker_report_outcomes(
