@@ -476,7 +476,7 @@ def explain(queries: list[tuple[str, tuple]], indent: str = "    ", analyse_writ
     others = 0
     for sql, params in seen.items():
         verb = sql.lstrip().split(" ", 1)[0].upper()
-        if verb not in ("SELECT", "UPDATE", "DELETE", "INSERT"):
+        if verb not in ("SELECT", "UPDATE", "DELETE", "INSERT", "WITH"):
             continue
         if not re.search(r"operations_operation|operations_worker|checkpoints_checkpoint|statement_timestamp", sql):
             others += runs[sql]  # sessions, users, permissions: by primary key or tiny tables

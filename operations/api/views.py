@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import DatabaseError
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import generics, serializers, status
+from rest_framework import generics, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from operations import permissions, selectors
 from operations.api.authentication import WORKER_AUTHENTICATION, WorkerPrincipal, principal_of
+from operations.api.heartbeat import lean_heartbeat, worker_reply_body
 from operations.api.permissions import ActsAsWorker, SeesWorkers
 from operations.api.serializers import (
     HealthSerializer,
@@ -37,7 +38,6 @@ from operations.services.workers import (
     CompletedReport,
     CurrentOperation,
     Progress,
-    WorkerReply,
     worker_get,
     worker_heartbeat,
     worker_register,
@@ -100,27 +100,6 @@ class OperationCancelView(APIView):
 
 
 # --- workers
-
-def worker_reply_body(reply: WorkerReply) -> dict:
-    instruction = reply.instruction
-    return {
-        "worker": WorkerSerializer(reply.worker).data,
-        "action": reply.action.value,
-        "operation": None
-        if instruction is None
-        else {
-            "operation_id": instruction.operation_id,
-            "action": instruction.action.value,
-            "status": instruction.status,
-            "attempt": instruction.attempt,
-            "cancel_requested": instruction.cancel_requested,
-            "cancel_requested_at": serializers.DateTimeField().to_representation(instruction.cancel_requested_at)
-            if instruction.cancel_requested_at
-            else None,
-            "reason": instruction.reason,
-        },
-    }
-
 
 class WorkerListView(generics.ListAPIView):
     serializer_class = WorkerSerializer
@@ -186,9 +165,15 @@ class WorkerRegisterView(APIView):
 
 
 class WorkerHeartbeatView(APIView):
+    """The usual heartbeat is answered by lean_heartbeat() (operations/api/heartbeat.py) before DRF reads the
+    request; every other one, and every error, here."""
+
     authentication_classes = WORKER_AUTHENTICATION
     throttle_classes = [WorkerCalls]
     permission_classes = [ActsAsWorker]
+
+    def dispatch(self, request, *args, **kwargs):
+        return lean_heartbeat(request, kwargs["worker_id"]) or super().dispatch(request, *args, **kwargs)
 
     @extend_schema(request=WorkerHeartbeatInputSerializer, responses={200: WorkerReplySerializer, **ERRORS})
     def post(self, request: Request, worker_id: str) -> Response:
