@@ -50,6 +50,7 @@ from datetime import datetime, timedelta
 from http.cookies import SimpleCookie
 from pathlib import Path
 
+from goals import record
 from workspace import ROOT, prepare
 
 STEPS = [int(n) for n in os.environ.get("BENCH_LOAD_STEPS", "10,20,40,60,80,100,150,200,300,400,600,800").split(",")]
@@ -1100,6 +1101,8 @@ def heartbeat_bench(resources: Resources, port: int, gunicorn_pid: int, token: s
     last_beats = {worker["operation_id"]: worker["last_beat"] for worker in fleet}
     reported = sum(1 for pk, current in running.values_list("pk", "progress_current") if current == last_beats[pk])
     queries = heartbeat_queries(fleet[0])
+    over_http = commits_per_heartbeat(port, fleet[0])
+    in_process = in_process_statements(fleet[0])
     hot = {name: (after[name][0] - before[name][0], after[name][1] - before[name][1]) for name in after}
     print(f"  largest N sustained (p99 < {P99_TARGET * 1e3:.0f} ms, no error): {sustained or 'none'} "
           f"(steps run: {', '.join(steps_run)})")
@@ -1110,10 +1113,81 @@ def heartbeat_bench(resources: Resources, port: int, gunicorn_pid: int, token: s
     print(f"  one heartbeat is {len(queries)} queries over {connection_note}; "
           "its row updates were HOT (no index written) for "
           + ", ".join(f"{name} {100 * h / max(1, u):.0f} % of {u:,}" for name, (u, h) in sorted(hot.items())))
+    print(f"  PostgreSQL counted {over_http:.2f} statements (transactions) per heartbeat over HTTP, "
+          f"{HEARTBEATS_COUNTED} sent one after the other through gunicorn (Django's check of a kept connection "
+          f"included); in-process, a heartbeat is {in_process} statement(s)")
     print("  its statements:")
     for line in explain(queries):
         print(line)
+    updates = sum(u for u, _ in hot.values())
+    record("heartbeats sustained over HTTP (p99 < 50 ms, no error)", sustained, 1000, "/s", higher_is_better=True)
+    record("statements of a heartbeat over HTTP (credential check included)", over_http, 2, "")
+    record("statements of an in-process heartbeat", in_process, 1, "")
+    record("HOT share of heartbeat row updates", 100 * sum(h for _, h in hot.values()) / max(1, updates), 70, "%",
+           higher_is_better=True, note=f"of {updates:,} row updates")
     return sustained
+
+
+HEARTBEATS_COUNTED = 500
+
+
+def database_commits(database: str) -> int:
+    """Transactions committed in `database` so far, as PostgreSQL counts them, read from the maintenance database
+    (so reading adds none). Each backend reports within a second: read until two reads a second apart agree."""
+    import psycopg
+
+    maintenance = urllib.parse.urlparse(server_url())._replace(path="/postgres").geturl()
+    with psycopg.connect(maintenance, autocommit=True, connect_timeout=10) as connection:
+        def read() -> int:
+            connection.execute("SELECT pg_stat_clear_snapshot()")
+            return connection.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s",
+                                      [database]).fetchone()[0]
+
+        count = read()
+        for _ in range(10):
+            time.sleep(1.1)
+            again = read()
+            if again == count:
+                break
+            count = again
+    return count
+
+
+def commits_per_heartbeat(port: int, worker: dict) -> float:
+    """Statements a heartbeat costs the database through the real server: HEARTBEATS_COUNTED heartbeats, one after
+    the other over one connection, against the transactions PostgreSQL counted meanwhile in the bench's database
+    (each of the heartbeat's statements commits on its own; nothing else runs there meanwhile)."""
+    from django.db import connection as own
+
+    database = own.settings_dict["NAME"]
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": worker["authorization"], "Content-Type": "application/json"}
+    path = f"/api/v1/workers/{worker['worker_id']}/heartbeat/"
+    before = database_commits(database)
+    for current in range(HEARTBEATS_COUNTED):
+        body = {"operation_id": worker["operation_id"], "attempt": worker["attempt"],
+                "progress": {"current": current, "total": 100_000, "unit": "epochs"}}
+        connection.request("POST", path, body=json.dumps(body), headers=headers)
+        answer = connection.getresponse()
+        answer.read()
+        if answer.status != 200:
+            raise RuntimeError(f"heartbeat answered {answer.status}")
+    connection.close()
+    return (database_commits(database) - before) / HEARTBEATS_COUNTED
+
+
+def in_process_statements(worker: dict) -> int:
+    """The statements of one heartbeat made as a django-q2 worker makes it (the service, no HTTP)."""
+    from django.db import connection
+
+    from operations.services.workers import CurrentOperation, Progress, worker_heartbeat
+
+    queries = QueryLog()
+    with connection.execute_wrapper(queries):
+        worker_heartbeat(worker_id=worker["worker_id"], progress=Progress(current=2, total=100_000, unit="epochs"),
+                         current_operation=CurrentOperation(operation_id=worker["operation_id"],
+                                                            attempt=worker["attempt"]))
+    return len(queries.queries)
 
 
 # --- 3. pages
@@ -1340,6 +1414,15 @@ def run(resources: Resources) -> None:
             print(f"      a pass finding nothing at {million['rows']:,} operations: median "
                   f"{ms(million['idle_median'])} ms (max {ms(million['idle_max'])} ms) in "
                   f"{million['idle_statements']} statements (goal: under {SWEEP_IDLE_GOAL * 1e3:g} ms)")
+        if mass:
+            record("sweep pass acting on 5,000 stale operations", mass["stale_median"] * 1e3, SWEEP_ACTING_GOAL * 1e3,
+                   "ms", note=f"{mass['stale_acted']:,} acted on; failing them later: "
+                              f"{ms(mass['expired_median'])} ms")
+            record("statements of that pass (not growing with the count)", mass["stale_statements"], 9, "",
+                   note="the count tests/operations/test_sweep_at_scale.py pins for 10 and for 200")
+        if SWEEP_ROWS:
+            record("sweep pass finding nothing at 1,000,000 operations", million["idle_median"] * 1e3,
+                   SWEEP_IDLE_GOAL * 1e3, "ms", note=f"at {million['rows']:,} operations")
     if "pages" in PARTS:
         print("  [3] list pages, median ms:")
         for label, value in medians.items():
