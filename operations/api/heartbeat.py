@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
@@ -55,7 +56,11 @@ def lean_heartbeat(request: HttpRequest, worker_id: str) -> HttpResponse | None:
     key = header[len(_AUTHORIZATION_PREFIX):]
     if not key.startswith(KEY_PREFIX) or len(key) > 200 or not key.isascii() or " " in key:
         return None
-    report = _plainly_valid(request.body)
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        return None  # the view's parser says what it says of it
+    report = _plainly_valid(body)
     if report is None:
         return None
     digest = key_digest(key)

@@ -256,3 +256,11 @@ def test_a_kept_connection_plans_the_heartbeat_once(running, client):
     with connection.cursor() as cursor:
         cursor.execute("SELECT statement FROM pg_prepared_statements WHERE statement LIKE %s", ["%WITH credential%"])
         assert len(cursor.fetchall()) == 1
+
+
+def test_a_body_over_the_request_limit_is_the_views_413(settings, running, client, lean_calls):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = {"operation_id": running.pk, "attempt": 3, "progress": {"message": "m" * 2000}}
+    assert post(client, body).status_code == 413
+    assert lean_calls == [None]
+    assert Operation.objects.get(pk=running.pk).last_heartbeat_at == running.last_heartbeat_at
