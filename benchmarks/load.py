@@ -53,7 +53,7 @@ from pathlib import Path
 from goals import record
 from workspace import ROOT, prepare
 
-STEPS = [int(n) for n in os.environ.get("BENCH_LOAD_STEPS", "10,20,40,60,80,100,150,200,300,400,600,800").split(",")]
+STEPS = [int(n) for n in os.environ.get("BENCH_LOAD_STEPS", "50,100,200,400,600,800,1000,1200,1500").split(",")]
 WINDOW = float(os.environ.get("BENCH_LOAD_WINDOW", "15"))  # seconds measured per step
 HEARTBEAT_BUDGET = float(os.environ.get("BENCH_LOAD_BUDGET", "200"))  # seconds: no new step starts after this
 WARMUP = 2.0  # seconds of each step not measured (connections opened, caches warmed)
