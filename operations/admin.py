@@ -19,6 +19,7 @@ from operations import permissions, registry, selectors
 from operations.api.throttling import LoginAttempts
 from operations.exceptions import ServiceError
 from operations.models import RESUMABLE_STATUSES, Operation, OperationEvent, Worker, WorkerCredential
+from operations.pagination import ListPaginator
 from operations.restarts import restart_summary
 from operations.services.credentials import credential_create, credential_revoke
 from operations.services.lifecycle import CancelOutcome, operation_cancel
@@ -131,6 +132,7 @@ class OperationAdmin(admin.ModelAdmin):
     list_select_related = ["owner", "worker", "checkpoint"]
     ordering = ["-created_at"]
     show_full_result_count = False  # a filtered page counts its own rows only, not the whole table again
+    paginator = ListPaginator  # exact up to 10,000 rows, the database's estimate past (operations/pagination.py)
     actions = ["cancel_operations"]  # resume and delete checkpoint: runtime/admin.py
     inlines = [OperationEventInline]
     readonly_fields = [
