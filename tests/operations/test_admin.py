@@ -329,3 +329,13 @@ def test_worker_page_renders(admin_client, db):
 
     assert response.status_code == 200
     assert worker.worker_id in response.content.decode()
+
+
+def test_a_rows_checkbox_is_the_admins_own(admin_user):
+    """Written out for speed, it is what Django's widget draws (the actions' script finds rows by it)."""
+    from django.contrib import admin as django_admin
+
+    operation = OperationFactory()
+    site_admin = django_admin.site._registry[Operation]
+
+    assert site_admin.action_checkbox(operation) == django_admin.ModelAdmin.action_checkbox(site_admin, operation)
