@@ -5,7 +5,9 @@ import math
 from decimal import Decimal
 
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import quote, unquote
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
@@ -17,7 +19,16 @@ from django.utils.text import Truncator
 from operations import permissions, registry, selectors
 from operations.api.throttling import LoginAttempts
 from operations.exceptions import ServiceError
-from operations.models import RESUMABLE_STATUSES, Operation, OperationEvent, Worker, WorkerCredential
+from operations.models import (
+    LIVE_WORKER_STATUSES,
+    RESUMABLE_STATUSES,
+    Operation,
+    OperationEvent,
+    Worker,
+    WorkerCredential,
+    WorkerStatus,
+)
+from operations.pagination import ListPaginator
 from operations.restarts import restart_summary
 from operations.services.credentials import credential_create, credential_revoke
 from operations.services.lifecycle import CancelOutcome, operation_cancel
@@ -70,6 +81,50 @@ class ResumableFilter(admin.SimpleListFilter):
         return queryset
 
 
+class WorkerFilter(admin.SimpleListFilter):
+    """The live workers (idle, busy, stopping) when they are few, and the one chosen; not every worker ever
+    registered (each process of a cluster registers one, and they grow with every restart), nor a fleet of
+    hundreds: listed, they cost a page more than its rows. Any worker's operations are a link away
+    (`?worker__worker_id__exact=<its id>`)."""
+
+    title = "worker"
+    parameter_name = "worker__worker_id__exact"
+    most = 20
+
+    def lookups(self, request, model_admin):
+        live = Worker.objects.filter(status__in=[*LIVE_WORKER_STATUSES, WorkerStatus.STOPPING])
+        listed = list(live.order_by("worker_id").values_list("worker_id", flat=True)[: self.most + 1])
+        if len(listed) > self.most:
+            listed = []
+        if self.value() and self.value() not in listed:
+            listed.append(self.value())
+        return [(worker_id, worker_id) for worker_id in listed]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(worker_id=self.value()) if self.value() else queryset
+
+
+class OperationChangeList(ChangeList):
+    def get_ordering(self, request: HttpRequest, queryset: QuerySet[Operation]) -> list:
+        # The column sorted alone, without the admin's default ordering after it (ModelAdmin.get_queryset's):
+        # "status, -created_at" would need an index of its own.
+        return super().get_ordering(request, queryset.order_by())
+
+    def _get_deterministic_ordering(self, ordering: list) -> list:
+        """Ties broken by creation time, then by id, in the direction of the column sorted (Django's own adds the
+        id descending whatever that direction): one index ((status, created_at, operation_id) for a sort by
+        status) then answers a page either way, read in order and left at the page's last row, where ties broken
+        the other way would make PostgreSQL sort every row the filters leave."""
+        ordering = list(ordering)
+        if not ordering or not all(isinstance(part, str) for part in ordering):
+            return super()._get_deterministic_ordering(ordering)
+        names = {part.lstrip("-") for part in ordering}
+        if names & {"pk", "operation_id"}:
+            return ordering  # the id: a total order already
+        direction = "-" if ordering[0].startswith("-") else ""
+        return [*ordering, *(direction + name for name in ("created_at", "operation_id") if name not in names)]
+
+
 class OperationEventInline(admin.TabularInline):
     model = OperationEvent
     extra = 0
@@ -96,12 +151,21 @@ class OperationAdmin(admin.ModelAdmin):
         "last_heartbeat_at",
         "error",
     ]
-    list_filter = ["status", "operation_type", ResumableFilter, "is_backend_local", "worker"]
+    # The sorts offered, each answered by an index read in order (Operation.Meta.indexes). None on a column a
+    # heartbeat writes (the progress, the last heartbeat): an index holding one would end heartbeats' in-place
+    # updates. None on the owner (it would sort by the user's number, not the name shown) nor the worker (the
+    # filter finds a worker's operations): an index each for a sort of little use.
+    sortable_by = ["operation", "status", "created_at"]
+    # Creation dates as a filter (today, the past 7 days, this month, this year: a range the index reads), not
+    # a date hierarchy, whose years are a DISTINCT over every row the filters leave: a million rows read a page.
+    list_filter = ["status", "operation_type", ResumableFilter, "is_backend_local", WorkerFilter,
+                   ("created_at", admin.DateFieldListFilter)]
     search_fields = ["operation_id"]
     list_select_related = ["owner", "worker", "checkpoint"]
-    date_hierarchy = "created_at"
     ordering = ["-created_at"]
     show_full_result_count = False  # a filtered page counts its own rows only, not the whole table again
+    list_per_page = 50  # as the API's page: drawing a row's eleven cells is most of a page's time
+    paginator = ListPaginator  # exact up to 10,000 rows, the database's estimate past (operations/pagination.py)
     actions = ["cancel_operations"]  # resume and delete checkpoint: runtime/admin.py
     inlines = [OperationEventInline]
     readonly_fields = [
@@ -175,6 +239,12 @@ class OperationAdmin(admin.ModelAdmin):
     class Media:
         css = {"all": ["operations/admin.css"]}
 
+    def action_checkbox(self, operation: Operation) -> str:
+        # The admin's own checkbox, written out: Django draws it through the forms' template engine, which for a
+        # page of 50 rows took longer than all the other cells.
+        return format_html('<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+                           ACTION_CHECKBOX_NAME, operation.pk, f"Select this object for an action - {operation}")
+
     @admin.display(description="restarts")
     def restarts_counter(self, operation: Operation) -> str:
         """`restarts/max_restarts`, and a mark when an automatic resume is planned."""
@@ -215,7 +285,7 @@ class OperationAdmin(admin.ModelAdmin):
                                 ((name, parameter_text(value)) for name, value in params.items()))
         return format_html('<table class="op-params">{}</table>', rows)
 
-    @admin.display(description="Progress", ordering="progress_percent")
+    @admin.display(description="Progress")
     def progress(self, operation: Operation) -> str:
         return progress_bar(operation)
 
@@ -229,6 +299,9 @@ class OperationAdmin(admin.ModelAdmin):
         size = (summary["state_size_bytes"] + summary["artifacts_size_bytes"]) / 1_048_576
         text = f"{summary['checkpoint_type']}{' · ' + where if where else ''} · {size:.1f} MB"
         return format_html("{}{}", text, " · resumable" if operation.resumable else "")
+
+    def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
+        return OperationChangeList
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
         # Ten columns beside the filters: with the navigation sidebar too, a 1400 px window would clip them (the

@@ -25,6 +25,7 @@ from rest_framework.response import Response
 from operations.api.serializers import UNKNOWN_FIELD, StrictSerializer
 from operations.exceptions import ServiceError
 from operations.models import Operation
+from operations.pagination import EXACT_COUNT_LIMIT, ListPaginator
 from operations.services.lifecycle import operation_create
 
 # --- errors
@@ -192,8 +193,20 @@ class JSONParser(parsers.JSONParser):
 
 
 class Pagination(PageNumberPagination):
+    """Pages of a list, whose `count` is exact up to EXACT_COUNT_LIMIT and an estimate past it
+    (operations/pagination.py); `next` is exact either way."""
+
+    django_paginator_class = ListPaginator
     page_size_query_param = "page_size"
     max_page_size = 500
+
+    def get_paginated_response_schema(self, schema: dict) -> dict:
+        response = super().get_paginated_response_schema(schema)
+        response["properties"]["count"]["description"] = (
+            f"The items the filters leave: exact up to {EXACT_COUNT_LIMIT:,}; above {EXACT_COUNT_LIMIT:,}, the "
+            "database's estimate (it may differ by a few percent from the items the pages hold). `next` is null "
+            "exactly on the last page either way.")
+        return response
 
 
 def user_actor(request: Request) -> str:

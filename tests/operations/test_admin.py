@@ -110,6 +110,25 @@ def test_changelist_filters_by_worker(admin_client, mixed_operations):
     assert rows_shown(response) == {mixed_operations["running"].pk}
 
 
+def worker_choices(response) -> list[str]:
+    """The workers the worker filter offers (none: the filter is not shown)."""
+    specs = [spec for spec in response.context["cl"].filter_specs if spec.title == "worker"]
+    return [value for spec in specs for value, _label in spec.lookup_choices]
+
+
+def test_the_worker_filter_lists_the_live_workers_while_they_are_few(admin_client, mixed_operations):
+    stopped = WorkerFactory(status=WorkerStatus.STOPPED)
+
+    assert worker_choices(admin_client.get(CHANGELIST)) == [mixed_operations["worker"].worker_id]
+    chosen = admin_client.get(CHANGELIST, {"worker__worker_id__exact": stopped.worker_id})
+    assert worker_choices(chosen) == [mixed_operations["worker"].worker_id, stopped.worker_id]
+
+    WorkerFactory.create_batch(20)  # a fleet: 21 live
+    assert worker_choices(admin_client.get(CHANGELIST)) == []
+    assert worker_choices(admin_client.get(CHANGELIST, {"worker__worker_id__exact": stopped.worker_id})) == [
+        stopped.worker_id]
+
+
 def test_changelist_searches_by_id(admin_client, mixed_operations):
     wanted = mixed_operations["failed"]
 
@@ -310,3 +329,13 @@ def test_worker_page_renders(admin_client, db):
 
     assert response.status_code == 200
     assert worker.worker_id in response.content.decode()
+
+
+def test_a_rows_checkbox_is_the_admins_own(admin_user):
+    """Written out for speed, it is what Django's widget draws (the actions' script finds rows by it)."""
+    from django.contrib import admin as django_admin
+
+    operation = OperationFactory()
+    site_admin = django_admin.site._registry[Operation]
+
+    assert site_admin.action_checkbox(operation) == django_admin.ModelAdmin.action_checkbox(site_admin, operation)
