@@ -1501,6 +1501,9 @@ def run(resources: Resources) -> None:
         print(f"  [3] list pages at {PAGES_ROWS:,} operations ({len(goal)} pages, API and admin): worst p99 "
               f"{ms(goal[worst]['p99'])} ms ({worst}; median {ms(goal[worst]['median'])} ms); goal p99 under "
               f"{P99_TARGET * 1e3:g} ms: {verdict}")
+        met = sum(figures["p99"] < P99_TARGET for figures in goal.values())
+        record("operations list pages at 1,000,000 operations, worst p99", goal[worst]["p99"] * 1e3,
+               P99_TARGET * 1e3, "ms", note=f"{worst}; {met} of {len(goal)} pages under the goal")
 
 
 if __name__ == "__main__":
