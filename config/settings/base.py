@@ -282,9 +282,10 @@ SPECTACULAR_SETTINGS = {
         "Durable, self-healing and resumable long-running operations. Since 2.0.0: a request's unknown field is a "
         "400 naming it; a backtest's strategy parameters are `strategy_params`, in the request as in the "
         "operation's `params`; a date range with no bars, or too few for the request, is a 400 at submit; lists "
-        "carry each operation's `summary`, and its `result` only the detail and `operations/{id}/result/`."
+        "carry each operation's `summary`, and its `result` only the detail and `operations/{id}/result/`. Since "
+        "2.1.0: a list's `count` is exact up to 10,000 and the database's estimate past it (`next` stays exact)."
     ),
-    "VERSION": "2.0.0",
+    "VERSION": "2.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
