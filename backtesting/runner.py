@@ -165,6 +165,7 @@ class BacktestRunner:
         np.save(temporary, equity)
         os.replace(temporary, equity_path)
         picked = chart_points(len(equity))
+        moments = [f"{moment}Z" for moment in np.datetime_as_string(self.times[picked], unit="s").tolist()]  # as iso()
         closes = np.asarray(engine.closes[:len(equity)], dtype=np.float64)
         processed = engine.state.next_bar - self.first_bar
         trades = engine.trades
@@ -177,13 +178,13 @@ class BacktestRunner:
             "metrics": metrics(engine, TIMEFRAMES[self.params["timeframe"]], trades),
             "trades": trades,
             "equity_curve_path": str(equity_path),  # for people to read; code uses spool.equity_curve_file
-            "equity_curve": [[iso(self.times[i]), float(equity[i])] for i in picked],
+            "equity_curve": [[at, value] for at, value in zip(moments, equity[picked].tolist())],
             # Beside it on the chart, at the same points: the initial cash held in the asset from the first close
             # (the metrics' buy-and-hold return), and the drawdown (the metrics' max_drawdown is its deepest).
-            "buy_and_hold_curve": [[iso(self.times[i]), float(value)]
-                                   for i, value in zip(picked, engine.initial_cash * closes[picked] / closes[0])],
-            "drawdown_curve": [[iso(self.times[i]), float(value)]
-                               for i, value in zip(picked, deepest_drawdowns(equity, engine.initial_cash, picked))],
+            "buy_and_hold_curve": [[at, value] for at, value in
+                                   zip(moments, (engine.initial_cash * closes[picked] / closes[0]).tolist())],
+            "drawdown_curve": [[at, value] for at, value in
+                               zip(moments, deepest_drawdowns(equity, engine.initial_cash, picked).tolist())],
             "timings": {
                 "engine_seconds": round(self.engine_seconds_before + self.engine_seconds, 4),
                 "bars_per_second": round(processed / self.engine_seconds) if self.engine_seconds > 0 else None,

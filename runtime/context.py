@@ -83,6 +83,7 @@ class RunContext:
         self.cancel_requested = threading.Event()
         self.abandoned = threading.Event()
         self.checkpoint_seconds = 0.0  # time the runner waited on checkpointing
+        self.saves_begun = False  # whether this run has begun a checkpoint save (its row may exist)
         self._in_flight: threading.Thread | None = None
         self.last_save: SaveResult | None = None
         self._uncertain_folders: list[str] = []  # saves whose commit's outcome is unknown (connection lost)
@@ -128,6 +129,7 @@ class RunContext:
     def save_checkpoint(self, checkpoint_type: str, state: dict[str, Any], artifacts: dict[str, bytes]) -> SaveResult:
         """Save now (cancel, failure and shutdown checkpoints), after any save still in flight."""
         self.flush_checkpoint()
+        self.saves_begun = True
         result = self._save(checkpoint_type, state, artifacts)
         self.checkpoint_seconds += result.seconds
         return result
@@ -143,6 +145,7 @@ class RunContext:
         are complete. The previous save is waited for first.
         """
         self.flush_checkpoint()
+        self.saves_begun = True
         self._saver_started_at = time.monotonic()
         self._in_flight = threading.Thread(
             target=self._save_in_background, args=(checkpoint_type, payload, appends),
@@ -173,6 +176,7 @@ class RunContext:
         during the call.
         """
         self.flush_checkpoint()
+        self.saves_begun = True
         self.last_save = None
         self._saver_started_at = time.monotonic()
         if self._commit_in_process and self._committer is not False:

@@ -72,6 +72,12 @@ def outbox_entries() -> list[OutboxEntry]:
     return entries
 
 
+def outbox_waiting() -> bool:
+    """Whether any outcome waits in the outbox (a look at the folder, no file read)."""
+    folder = outbox_dir()
+    return folder.exists() and any(folder.glob("*.json"))
+
+
 def outbox_remove(entries: list[OutboxEntry]) -> None:
     for entry in entries:
         entry.path.unlink(missing_ok=True)

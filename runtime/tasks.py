@@ -15,7 +15,8 @@ from checkpoints.services import checkpoint_delete, checkpoint_load
 from operations import registry
 from operations.models import Operation, OperationStatus
 from operations.restarts import EndCause
-from operations.services.lifecycle import operation_claim, operation_finish
+from operations.exceptions import WorkerNotFound
+from operations.services.lifecycle import Claim, operation_claim_run, operation_finish
 from operations.services.workers import CompletedReport
 from runtime.context import (
     OperationAbandoned,
@@ -36,6 +37,7 @@ from runtime.worker import (
     GaveUp,
     current_worker_id,
     database_lost,
+    needs_registration,
     register,
     until_reachable,
 )
@@ -52,14 +54,17 @@ RUN_OPERATION_TASK = "runtime.tasks.run_operation"
 def run_operation(operation_id: str) -> str:
     """Execute one operation; safe to deliver more than once.
 
-    1. Register this worker process; claim the operation (nothing to claim:
-       a duplicate or late delivery, return).
+    1. Register this worker process (its first task, or outcomes waiting in
+       this machine's outbox); claim the operation, registering first if the
+       worker's row is gone (nothing to claim: a duplicate or late delivery,
+       return).
     2. Start the heartbeat thread, so that a slow start is not taken for a
        dead worker; load the checkpoint if it is being resumed (corrupted:
        FAILED) and build the domain's runner (it cannot start: FAILED, the
        checkpoint kept).
     3. Run it.
-    4. Record the outcome, fenced on this run: COMPLETED (checkpoint deleted),
+    4. Record the outcome, fenced on this run: COMPLETED (its checkpoint
+       deleted, if it resumed from one or began a save),
        CANCELLED with a cancellation checkpoint, or FAILED with a failure
        checkpoint; told to stop, write nothing.
     The database may go away at any point: registration, claim and outcome
@@ -72,28 +77,26 @@ def run_operation(operation_id: str) -> str:
     try:
         # A worker needs no prior contact from the control plane: it registers itself, and waits
         # for the database if it is down (reporting what this machine's outbox holds).
-        until_reachable(lambda: register(worker_id), what=f"Registration of {worker_id}", stop=shutdown_requested)
-        attempt = until_reachable(
-            lambda: operation_claim(operation_id=operation_id, worker_id=worker_id),
-            what=f"Claim of {operation_id}", stop=shutdown_requested,
-        )
-        if attempt is None:
+        if needs_registration(worker_id):
+            until_reachable(lambda: register(worker_id), what=f"Registration of {worker_id}",
+                            stop=shutdown_requested)
+        claim = until_reachable(lambda: _claim(operation_id, worker_id), what=f"Claim of {operation_id}",
+                                stop=shutdown_requested)
+        if claim is None:
             return "not claimed"
-        operation = until_reachable(
-            lambda: Operation.objects.get(pk=operation_id), what=f"Reading {operation_id}", stop=shutdown_requested
-        )
     except GaveUp:
         return "not claimed: shutting down"  # claimed or not, the sweep deals with it
+    attempt = claim.attempt
     finish = _Finisher(operation_id, worker_id, attempt)
 
-    executor = registry.get_executor(operation.operation_type)
+    executor = registry.get_executor(claim.operation_type)
     if executor is None or executor.runner is None:
-        finish.failed(f"No runner is registered for {operation.operation_type} operations")
+        finish.failed(f"No runner is registered for {claim.operation_type} operations")
         return finish.outcome("failed")
     context = RunContext(
         operation_id=operation_id,
-        operation_type=operation.operation_type,
-        params=operation.params,
+        operation_type=claim.operation_type,
+        params=claim.params,
         worker_id=worker_id,
         attempt=attempt,
         resume_from=None,
@@ -104,7 +107,7 @@ def run_operation(operation_id: str) -> str:
     heartbeat.start()
     runner = None
     try:
-        resuming = operation.previous_status == S.RESUMING  # claimed from RESUMING: a checkpoint must be there
+        resuming = claim.previous_status == S.RESUMING  # claimed from RESUMING: a checkpoint must be there
         runner = _start_runner(context, executor.runner, finish, resuming=resuming)
         if runner is None:
             return finish.outcome("failed")
@@ -127,12 +130,15 @@ def run_operation(operation_id: str) -> str:
         logger.exception("Operation %s failed", operation_id)
         _save_payload(context, runner, CheckpointType.FAILURE)
         finish.failed(f"{type(exc).__name__}: {exc}", trace=traceback.format_exc(),
-                      cause=cause_of(operation.operation_type, exc))
+                      cause=cause_of(claim.operation_type, exc))
         return finish.outcome("failed")
     finally:
         context.close()  # no save may commit after the outcome (or after the checkpoint's deletion)
         heartbeat.stop()
     if finish.done(S.COMPLETED, result=result, reason="Completed"):
+        if context.resume_from is None and not context.saves_begun:
+            _after_completion(runner, operation_id)  # no checkpoint: none was there, and this run began none
+            return finish.outcome("completed")
         try:
             until_reachable(lambda: checkpoint_delete(operation_id), what=f"Deleting the checkpoint of {operation_id}",
                             stop=shutdown_requested)
@@ -142,6 +148,15 @@ def run_operation(operation_id: str) -> str:
             context.forget_uncertain_folders()
         _after_completion(runner, operation_id)
     return finish.outcome("completed")
+
+
+def _claim(operation_id: str, worker_id: str) -> Claim | None:
+    """Claim the operation; a worker whose row is gone (deleted, or never written) registers and claims again."""
+    try:
+        return operation_claim_run(operation_id=operation_id, worker_id=worker_id)
+    except WorkerNotFound:
+        register(worker_id)
+        return operation_claim_run(operation_id=operation_id, worker_id=worker_id)
 
 
 def _start_runner(context: RunContext, runner_path: str, finish: _Finisher, *, resuming: bool) -> Runner | None:

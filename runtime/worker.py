@@ -21,7 +21,7 @@ from django.db import InterfaceError, OperationalError, connection
 
 from operations.models import WorkerType
 from operations.services.workers import CurrentOperation, WorkerReply, worker_register, worker_report_outcomes
-from runtime.outbox import outbox_entries, outbox_remove
+from runtime.outbox import outbox_entries, outbox_remove, outbox_waiting
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,16 @@ def until_reachable(call: Callable[[], T], *, what: str, stop: threading.Event) 
         return value
 
 
+_registered: set[str] = set()  # the worker ids this process has registered (its own, once it has run a task)
+
+
+def needs_registration(worker_id: str) -> bool:
+    """Whether a task must register its worker before it claims: the first task of the process, or outcomes
+    wait in this machine's outbox. (A row deleted since is found by the claim, which registers then; a row the
+    sweep marked UNAVAILABLE the claim makes BUSY again.)"""
+    return worker_id not in _registered or outbox_waiting()
+
+
 def register(worker_id: str, current_operation: CurrentOperation | None = None) -> WorkerReply:
     """Register this worker, reporting every outcome waiting in this machine's outbox, then empty it.
 
@@ -131,6 +141,7 @@ def register(worker_id: str, current_operation: CurrentOperation | None = None) 
         completed_operations=[entry.report for entry in entries],
     )
     _reported(entries, reply.completed)
+    _registered.add(worker_id)
     return reply
 
 

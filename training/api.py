@@ -19,4 +19,5 @@ class TrainingCreateView(APIView):
     @extend_schema(request=TrainingParamsSerializer, responses={201: OperationDetailSerializer, **START_ERRORS})
     def post(self, request: Request) -> Response:
         operation = training_start(data=request.data, actor=user_actor(request), owner=request.user)
-        return Response(OperationDetailSerializer(operation).data, status=status.HTTP_201_CREATED)
+        return Response(OperationDetailSerializer(operation, context={"created": True}).data,
+                        status=status.HTTP_201_CREATED)

@@ -218,6 +218,12 @@ Q_MAX_ATTEMPTS = env.int("Q_MAX_ATTEMPTS", 3, minimum=1)
 # The cluster's name: the broker's queue (deployments sharing one Redis need names of their own) and the middle
 # part of worker ids. django-q2 reads the same variable.
 Q_CLUSTER_NAME = env.str("Q_CLUSTER_NAME", "resilient")
+# Task results kept (the latest; django-q2's admin shows them).
+Q_RESULTS_KEPT = 1000
+# How long a qcluster's processes keep a database connection between tasks (at least DATABASE_CONN_MAX_AGE):
+# django-q2 closes old connections before each task and each result, and with DATABASE_CONN_MAX_AGE 0 every
+# operation cost two new connections (a PostgreSQL backend started each time). A cluster has few processes.
+Q_DATABASE_CONN_MAX_AGE = env.int("Q_DATABASE_CONN_MAX_AGE", 300, minimum=0)
 Q_CLUSTER = {
     "name": Q_CLUSTER_NAME,
     "workers": Q_WORKERS,
@@ -227,7 +233,9 @@ Q_CLUSTER = {
     "max_attempts": Q_MAX_ATTEMPTS,
     "ack_failures": True,
     "catch_up": False,
-    "save_limit": 1000,
+    # django-q2 prunes its task results by reading every kept one at each task (a cost that grows with the count):
+    # it keeps them all, and the monitor removes the older ones in one statement now and then (runtime/results.py).
+    "save_limit": 0,
     "poll": 0.5,
     "label": "Task queue",
 }

@@ -243,6 +243,8 @@ class OperationSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(CheckpointSummarySerializer(allow_null=True))
     def get_checkpoint(self, operation: Operation) -> dict[str, Any] | None:
+        if self.context.get("created"):
+            return None  # created by this request: nothing has run to save one
         checkpoint = getattr(operation, "checkpoint", None)  # the checkpoint store's reverse relation
         return self.checkpoint_serializer.to_representation(checkpoint.summary()) if checkpoint else None
 
@@ -255,6 +257,9 @@ class ChildOperationSerializer(serializers.ModelSerializer):
 
 
 class OperationDetailSerializer(OperationSerializer):
+    """An operation with its result, its recent events and its children. With `created` in its context (the
+    operation the request has just created: the 201 body) it does not look for a checkpoint or children."""
+
     recent_events = serializers.SerializerMethodField()
     children = serializers.SerializerMethodField(help_text="The operations it started (an agent session's).")
 
@@ -269,6 +274,8 @@ class OperationDetailSerializer(OperationSerializer):
 
     @extend_schema_field(ChildOperationSerializer(many=True))
     def get_children(self, operation: Operation) -> list[dict[str, Any]]:
+        if self.context.get("created"):
+            return []  # created by this request: nothing has run to start one
         return ChildOperationSerializer(operation.children.order_by("created_at"), many=True).data
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -19,6 +20,7 @@ from operations.exceptions import (
     OperationNotCancellable,
     OperationNotFound,
     TooManyActiveOperations,
+    WorkerNotFound,
 )
 from operations.ids import new_operation_id, parse_operation_id
 from operations.models import (
@@ -86,38 +88,60 @@ def operation_create(
     return operation
 
 
-def operation_claim(*, operation_id: str, worker_id: str) -> int | None:
-    """Start executing: PENDING or RESUMING → RUNNING on this worker.
+@dataclass(frozen=True)
+class Claim:
+    """A run a worker has claimed: what it needs of its operation to start."""
 
-    Returns the run's attempt number, which fences every later write of the
-    worker, or None when there was nothing to claim (a duplicate or late
-    delivery): the caller then returns without doing anything.
+    attempt: int  # the run's number, which fences every later write of the worker
+    operation_type: str
+    params: dict[str, Any]
+    previous_status: str  # RESUMING: a checkpoint must be there to resume from
+
+
+def operation_claim_run(*, operation_id: str, worker_id: str) -> Claim | None:
+    """Start executing: PENDING or RESUMING → RUNNING on this worker, the worker BUSY with it.
+
+    One transaction: the conditional UPDATE … RETURNING of the operation (what the run needs of it comes back
+    with it), its event, and the worker's row. None when there was nothing to claim (a duplicate or late
+    delivery): the caller then returns without doing anything. WorkerNotFound, with nothing claimed, when the
+    worker has no row (deleted, or never registered): the caller registers and claims again.
     """
     now = db_now()
-    won = Operation.objects.transition(
-        operation_id,
-        from_statuses=QUEUED_STATUSES,
-        to_status=S.RUNNING,
-        actor=worker_actor(worker_id),
-        reason="Claimed by worker",
-        worker_id=worker_id,
-        attempt=F("attempt") + 1,
-        started_at=Coalesce("started_at", now),
-        last_heartbeat_at=now,
-        cancel_requested_at=None,
-        completed_at=None,
-        orphan_clock_from=None,
-        presumed_orphan=False,
-        error_message="",
-        end_cause="",
-    )
-    if not won:
-        logger.info("Claim of %s by %s found nothing to claim", operation_id, worker_id)
-        return None
-    Worker.objects.filter(pk=worker_id).update(
-        status=unless_stopping(WorkerStatus.BUSY), current_operation_id=operation_id, last_seen_at=now
-    )
-    return Operation.objects.values_list("attempt", flat=True).get(pk=operation_id)
+    with transaction.atomic():
+        moved = Operation.objects.filter(pk=operation_id).transition_many(
+            from_statuses=QUEUED_STATUSES,
+            to_status=S.RUNNING,
+            actor=worker_actor(worker_id),
+            reason="Claimed by worker",
+            at=now,
+            returning=("attempt", "operation_type", "params", "previous_status"),
+            worker_id=worker_id,
+            attempt=F("attempt") + 1,
+            started_at=Coalesce("started_at", now),
+            last_heartbeat_at=now,
+            cancel_requested_at=None,
+            completed_at=None,
+            orphan_clock_from=None,
+            presumed_orphan=False,
+            error_message="",
+            end_cause="",
+        )
+        if not moved:
+            logger.info("Claim of %s by %s found nothing to claim", operation_id, worker_id)
+            return None
+        if not Worker.objects.filter(pk=worker_id).update(
+            status=unless_stopping(WorkerStatus.BUSY), current_operation_id=operation_id, last_seen_at=now
+        ):
+            raise WorkerNotFound(worker_id)  # the claim is rolled back with it
+    row = moved[0]
+    return Claim(attempt=row["attempt"], operation_type=row["operation_type"], params=row["params"],
+                 previous_status=row["previous_status"])
+
+
+def operation_claim(*, operation_id: str, worker_id: str) -> int | None:
+    """operation_claim_run()'s attempt number, or None when there was nothing to claim."""
+    claim = operation_claim_run(operation_id=operation_id, worker_id=worker_id)
+    return claim.attempt if claim else None
 
 
 class CancelOutcome(enum.Enum):
@@ -223,19 +247,20 @@ def operation_finish(
         changes["progress_percent"] = 100.0
         changes["progress_current"] = Coalesce(F("progress_total"), F("progress_current"))
         changes["progress_message"] = "Completed"
-    won = Operation.objects.transition(
-        operation_id,
-        from_statuses=[S.RUNNING, S.PENDING_RECONCILIATION, S.FAILED],
-        to_status=status,
-        actor=worker_actor(worker_id),
-        reason=reason or f"Reported {status.lower()} by its worker",
-        fence_worker_id=worker_id,
-        fence_attempt=attempt,  # FAILED only if presumed orphaned: the table's guard
-        principal=principal,
-        **changes,
-    )
-    if won:
-        Worker.objects.filter(pk=worker_id, current_operation_id=operation_id).update(
-            status=unless_stopping(WorkerStatus.IDLE), current_operation=None, last_seen_at=now
-        )
+    fence = {"worker_id": worker_id, **({"attempt": attempt} if attempt is not None else {})}
+    # One transaction: the conditional UPDATE … RETURNING (the status it left comes back with it, no read
+    # after it), its event, and the worker's row.
+    with transaction.atomic():
+        won = bool(Operation.objects.filter(pk=operation_id, **fence).transition_many(
+            from_statuses=[S.RUNNING, S.PENDING_RECONCILIATION, S.FAILED],
+            to_status=status,
+            actor=worker_actor(worker_id),
+            reason=reason or f"Reported {status.lower()} by its worker",
+            principal=principal,  # FAILED only if presumed orphaned: the table's guard
+            **changes,
+        ))
+        if won:
+            Worker.objects.filter(pk=worker_id, current_operation_id=operation_id).update(
+                status=unless_stopping(WorkerStatus.IDLE), current_operation=None, last_seen_at=now
+            )
     return won

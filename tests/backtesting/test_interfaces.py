@@ -11,6 +11,8 @@ import pytest
 from django.conf import settings
 from django.contrib.admin.utils import quote
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from checkpoints.models import Checkpoint
@@ -524,3 +526,17 @@ def test_the_schema_documents_post_backtests(anonymous_client):
     enum = strategy["allOf"][0]["$ref"].rsplit("/", 1)[1] if "allOf" in strategy else None
     choices = schema["components"]["schemas"][enum]["enum"] if enum else strategy["enum"]
     assert {"sma_cross", "model"} <= set(choices)
+
+
+@pytest.mark.django_db
+def test_the_201_body_is_the_operation_as_read_back_without_looking_for_a_checkpoint_or_children(
+    market, user_client, django_capture_on_commit_callbacks
+):
+    with CaptureQueriesContext(connection) as queries:
+        response = post(user_client, {"symbol": "SYN", "timeframe": "1h"}, django_capture_on_commit_callbacks)
+    assert response.status_code == 201, response.content
+    assert not [q["sql"] for q in queries if '"checkpoints_checkpoint"' in q["sql"] or '"parent_id" =' in q["sql"]]
+    body = response.json()
+    read_back = user_client.get(f"/api/v1/operations/{body['operation_id']}/").json()
+    assert body == read_back
+    assert body["checkpoint"] is None and body["children"] == [] and len(body["recent_events"]) == 1

@@ -27,6 +27,20 @@ from runtime.worker import DATABASE_UNREACHABLE, outbox_report
 logger = logging.getLogger("runtime.qcluster")
 
 
+def keep_connections() -> None:
+    """The cluster's processes keep a database connection Q_DATABASE_CONN_MAX_AGE seconds between tasks.
+
+    django-q2 closes a process's old connections before each task a worker runs and each result the monitor
+    saves: with DATABASE_CONN_MAX_AGE 0 (the web's default) every operation started two PostgreSQL backends.
+    Set before the processes are forked; every connection of theirs reads these settings, and the health
+    check still replaces a broken one.
+    """
+    for database in settings.DATABASES.values():
+        age = database.get("CONN_MAX_AGE", 0)
+        if age is not None and age < settings.Q_DATABASE_CONN_MAX_AGE:
+            database["CONN_MAX_AGE"] = settings.Q_DATABASE_CONN_MAX_AGE
+
+
 class Sentinel(django_q_cluster.Sentinel):
     """django-q2's sentinel, deaf to SIGTERM as it is to SIGINT: a SIGTERM sent to the cluster's whole
     process group is for the main process to handle (checkpoint and stop), not the sentinel's death, which
@@ -51,6 +65,7 @@ class Command(DjangoQCommand):
         os.environ[shutdown.CLUSTER_PID_VARIABLE] = str(self.cluster_pid)  # inherited by the worker processes
         self.stopping = False
         self.report_outbox()
+        keep_connections()
         django_q_cluster.Sentinel = Sentinel  # Cluster.start looks it up in its module when it forks it
         self.cluster = Cluster()
         self.fleet = FleetWatch(self.cluster_pid)
