@@ -66,6 +66,7 @@ GENERATORS = int(os.environ.get("BENCH_GENERATORS", "2"))
 GUNICORN_CLASS = os.environ.get("BENCH_GUNICORN_CLASS", "gthread")
 GUNICORN_WORKERS = int(os.environ.get("BENCH_GUNICORN_WORKERS", "3"))
 GUNICORN_THREADS = int(os.environ.get("BENCH_GUNICORN_THREADS", "4"))
+GUNICORN_EXTRA = os.environ.get("BENCH_GUNICORN_EXTRA", "").split()
 PAGE_REQUESTS = int(os.environ.get("BENCH_PAGE_REQUESTS", "100"))
 ADMIN_REQUESTS = int(os.environ.get("BENCH_ADMIN_REQUESTS", "100"))
 PAGES_ROWS = int(os.environ.get("BENCH_PAGES_ROWS", "1000000"))  # operations the list pages are measured over
@@ -890,6 +891,7 @@ def start_gunicorn(resources: Resources, env: dict[str, str], log_path: Path) ->
                "--error-logfile", str(log_path)]
     if GUNICORN_CLASS == "gthread":
         command += ["--threads", str(GUNICORN_THREADS)]
+    command += GUNICORN_EXTRA
     output = open(log_path.with_suffix(".out"), "w")
     process = resources.start(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections, transaction
 from django.db.backends.postgresql.base import ServerBindingCursor
 from django.db.models import QuerySet
 from django.db.models.sql import UpdateQuery
@@ -59,17 +59,36 @@ class _Prepared(ServerBindingCursor):
         super()._send_query_prepared(name, pgq, binary=binary)
 
 
-def prepared_cursor(alias: str = DEFAULT_DB_ALIAS):
-    """A cursor (PostgreSQL only) whose statements PostgreSQL parses and plans once per connection, then reuses from
-    their second run: for one statement a fleet runs hundreds of times a second (the heartbeat), where planning
-    costs more than running it. Django binds parameters on the client and never prepares (it sets psycopg's
-    prepare_threshold to None); this cursor binds on the server, and the connection prepares what such a cursor
-    runs again (Django's own cursors still bind on the client, and never prepare). So a persistent connection
-    (DATABASE_CONN_MAX_AGE) keeps the plan, and one used for a single request never pays for preparing. It passes
-    through Django's execute wrappers and query log as any cursor; the health check and connect are Django's."""
-    connection = connections[alias]
-    connection.close_if_health_check_failed()
+def _prepared_cursor(connection):
     connection.ensure_connection()
     connection.connection.prepare_threshold = 1
     raw = _Prepared(connection.connection)
     return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
+
+
+def fetch_prepared(sql: str, params: Sequence[Any], alias: str = DEFAULT_DB_ALIAS) -> tuple | None:
+    """Run one idempotent statement (PostgreSQL only) that PostgreSQL parses and plans once per connection, and
+    return its first row: for a statement a fleet runs hundreds of times a second (the heartbeat), where planning
+    it, and a round trip more, cost more than running it.
+
+    - Prepared: Django binds parameters on the client and never prepares (it sets psycopg's prepare_threshold to
+      None); this cursor binds on the server, and the connection prepares what such a cursor runs again (Django's
+      own cursors still bind on the client and never prepare). A kept connection (DATABASE_CONN_MAX_AGE) keeps
+      the plan; one used for a single request never pays for preparing.
+    - No health check first: Django checks a kept connection with a round trip of its own (SELECT 1) before its
+      first statement of each request. Here the statement is the check: if it fails on a connection the server no
+      longer answers (it restarted, say), the connection is closed and the statement run once more on a new one;
+      so the statement must be one that may run twice. Inside a transaction it is not retried.
+
+    It passes through Django's execute wrappers and query log as any statement."""
+    connection = connections[alias]
+    for retry in (False, True):
+        try:
+            with _prepared_cursor(connection) as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchone()
+        except (OperationalError, InterfaceError):
+            if retry or connection.in_atomic_block or connection.is_usable():
+                raise
+            connection.close()
+    return None  # not reached

@@ -35,7 +35,7 @@ from operations.restarts import POLICY_FIELDS, EndCause, planned
 from operations.services.credentials import LAST_USED_PRECISION, key_digest
 from operations.services.lifecycle import operation_finish
 from operations.transitions import worker_actor
-from operations.updates import prepared_cursor
+from operations.updates import fetch_prepared
 
 logger = logging.getLogger(__name__)
 
@@ -253,9 +253,7 @@ def _heartbeat_running(worker_id: str, report: CurrentOperation, progress: Progr
               WorkerStatus.STOPPING, WorkerStatus.BUSY, report.operation_id, worker_id]
     if checked:
         params = [*credential, LAST_USED_PRECISION, *params]
-    with prepared_cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
+    row = fetch_prepared(sql, params)
     if checked:
         if row is None:
             raise CredentialRefused

@@ -4,6 +4,7 @@ every index alone, so PostgreSQL updates the rows in place (HOT)."""
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -97,3 +98,22 @@ def test_a_worker_whose_row_was_deleted_is_registered_again_by_its_heartbeat(run
     Worker.objects.filter(pk=WORKER).delete()  # (its operation's worker is then unset: the full path answers)
     reply = worker_heartbeat(worker_id=WORKER, current_operation=CurrentOperation(operation_id=running.pk, attempt=3))
     assert reply.instruction.action is Action.STOP and Worker.objects.filter(pk=WORKER).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_heartbeat_on_a_connection_the_server_dropped_connects_again(running):
+    """No health check before the heartbeat's statement (a round trip each request): the statement is the check,
+    and a kept connection found dead is replaced and the statement run again."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [backend])
+    reply, sent = statements(lambda: worker_heartbeat(
+        worker_id=WORKER, current_operation=CurrentOperation(operation_id=running.pk, attempt=3),
+        progress=Progress(current=11)))
+    assert reply.instruction.action is Action.CONTINUE
+    assert Operation.objects.get(pk=running.pk).progress_current == 11
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        assert cursor.fetchone()[0] != backend
