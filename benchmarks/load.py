@@ -1157,8 +1157,8 @@ def heartbeat_bench(resources: Resources, port: int, gunicorn_pid: int, token: s
           "its row updates were HOT (no index written) for "
           + ", ".join(f"{name} {100 * h / max(1, u):.0f} % of {u:,}" for name, (u, h) in sorted(hot.items())))
     print(f"  PostgreSQL counted {over_http:.2f} statements (transactions) per heartbeat over HTTP, "
-          f"{HEARTBEATS_COUNTED} sent one after the other through gunicorn (Django's check of a kept connection "
-          f"included); in-process, a heartbeat is {in_process} statement(s)")
+          f"{HEARTBEATS_COUNTED} sent one after the other through gunicorn (whatever else committed in the bench's "
+          f"database meanwhile counts too: autovacuum, say); in-process, a heartbeat is {in_process} statement(s)")
     print("  its statements:")
     for line in explain(queries):
         print(line)
