@@ -993,11 +993,21 @@ def run_generators(resources: Resources, jobs: list[dict]) -> tuple[list[dict], 
     return reports, usage
 
 
-def update_counts() -> dict[str, tuple[int, int]]:
-    """Row updates so far, and how many of them were HOT (no index touched), of the two tables heartbeats write.
+def settled(read):
+    """What `read()` returns once two reads a second apart agree (at most ten more): PostgreSQL's statistics, which
+    each backend reports at most once a second and when it exits."""
+    value = read()
+    for _ in range(10):
+        time.sleep(1.1)
+        again = read()
+        if again == value:
+            break
+        value = again
+    return value
 
-    Backends report their statistics at most once a second (and when they exit): read until two reads a second
-    apart agree."""
+
+def update_counts() -> dict[str, tuple[int, int]]:
+    """Row updates so far, and how many of them were HOT (no index touched), of the two tables heartbeats write."""
     from django.db import connection
 
     def read() -> dict[str, tuple[int, int]]:
@@ -1007,13 +1017,7 @@ def update_counts() -> dict[str, tuple[int, int]]:
                            "WHERE relname IN ('operations_operation', 'operations_worker')")
             return {name: (updates, hot) for name, updates, hot in cursor.fetchall()}
 
-    counts = read()
-    for _ in range(10):
-        time.sleep(1.0)
-        again = read()
-        if again == counts:
-            break
-        counts = again
+    counts = settled(read)
     if os.environ.get("BENCH_VERBOSE"):
         log(f"update counts: {counts}")
     return counts
@@ -1176,7 +1180,7 @@ HEARTBEATS_COUNTED = 500
 
 def database_commits(database: str) -> int:
     """Transactions committed in `database` so far, as PostgreSQL counts them, read from the maintenance database
-    (so reading adds none). Each backend reports within a second: read until two reads a second apart agree."""
+    (so reading adds none)."""
     import psycopg
 
     maintenance = urllib.parse.urlparse(server_url())._replace(path="/postgres").geturl()
@@ -1186,14 +1190,7 @@ def database_commits(database: str) -> int:
             return connection.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s",
                                       [database]).fetchone()[0]
 
-        count = read()
-        for _ in range(10):
-            time.sleep(1.1)
-            again = read()
-            if again == count:
-                break
-            count = again
-    return count
+        return settled(read)
 
 
 def commits_per_heartbeat(port: int, worker: dict) -> float:

@@ -21,12 +21,11 @@ from operations.api.throttling import CredentialCalls
 from operations.models import Operation, Worker, WorkerCredential, WorkerStatus
 from operations.models import OperationStatus as S
 from operations.services.credentials import credential_create, credential_revoke
-from tests.factories import OperationFactory
+from tests.operations.test_heartbeat_cost import HOST, WORKER
+from tests.operations.test_heartbeat_cost import running as running  # a fixture
 
 pytestmark = pytest.mark.django_db
 
-HOST = "gpu-box-1"
-WORKER = f"{HOST}:resilient:4242"
 PATH = f"/api/v1/workers/{WORKER}/heartbeat/"
 PROGRESS_FIELDS = ("progress_current", "progress_total", "progress_unit", "progress_percent", "progress_message")
 
@@ -36,14 +35,6 @@ def fresh_counts():
     cache.clear()  # the throttles' counts
     yield
     cache.clear()
-
-
-@pytest.fixture
-def running() -> Operation:
-    Worker.objects.create(worker_id=WORKER, host=HOST, pid=4242, status=WorkerStatus.BUSY)
-    operation = OperationFactory(status=S.RUNNING, attempt=3, worker_id=WORKER, progress_total=30)
-    Worker.objects.filter(pk=WORKER).update(current_operation=operation)
-    return operation
 
 
 @pytest.fixture
