@@ -17,6 +17,7 @@ from django.db.models import QuerySet
 from django.utils.functional import cached_property
 
 EXACT_COUNT_LIMIT = 10_000
+MAX_OFFSET = 2**63 - 1  # PostgreSQL's OFFSET is a bigint
 
 
 def estimated_count(queryset: QuerySet) -> int | None:
@@ -63,6 +64,8 @@ class ListPaginator(Paginator):
             return super().validate_number(number)  # its PageNotAnInteger
         if number < 1:
             raise EmptyPage(self.error_messages["min_page"])
+        if number * self.per_page > MAX_OFFSET:  # no table holds that many: a page the database's OFFSET refuses
+            raise EmptyPage(self.error_messages["no_results"])
         return number  # past an estimated end: found out by reading (page)
 
     def page(self, number) -> ListPage:

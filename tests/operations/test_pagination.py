@@ -80,3 +80,11 @@ def test_the_schema_says_what_count_is(staff_client):
     count = schema["components"]["schemas"]["PaginatedOperationList"]["properties"]["count"]
 
     assert "exact up to 10,000" in count["description"]
+
+
+@pytest.mark.parametrize("page", [10**18, 10**23])
+def test_a_page_number_past_any_table_is_a_404_not_an_error(staff_client, admin_client, five, monkeypatch, page):
+    monkeypatch.setattr(pagination, "EXACT_COUNT_LIMIT", 3)
+    assert staff_client.get(LIST, {"page": page}).status_code == 404
+    answer = admin_client.get("/admin/operations/operation/", {"p": page})
+    assert answer.status_code in (200, 302)  # the admin's own answer to a page it cannot show
